@@ -1,0 +1,254 @@
+"""The Backend ABC every backend implements, and the lazy entry-point registry that finds them.
+
+A backend is a distribution (``ftkit-hf``, ``ftkit-openai``...) that registers a class under
+the entry-point group ``ftkit.backends``::
+
+    [project.entry-points."ftkit.backends"]
+    hf = "ftkit_hf.backend:HFBackend"
+
+Listing backends reads entry-point metadata only: torch or openai are imported when a
+backend is first used. ``FTKIT_BACKENDS=hf,openai`` limits which ones load (tests use it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ftkit.errors import BackendNotFoundError, ConfigError
+from ftkit.events import Event, JobStatus
+from ftkit.predictor import Predictor
+from ftkit.spec import JobSpec
+
+ENTRY_POINT_GROUP = "ftkit.backends"
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's options model. Unknown keys are errors, naming the backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Capabilities(BaseModel):
+    """What a backend can do, declared instead of raising NotImplementedError."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tasks: frozenset[str] = frozenset({"chat", "classification", "completion"})
+    supports_pause: bool = False
+    supports_attach: bool = False
+    supports_resume_from_checkpoint: bool = False
+    supports_classification_head: bool = False
+    needs_network: bool = False
+    spends_money: bool = False
+    poll_interval: float = 2.0
+
+
+class CostEstimate(BaseModel):
+    """A backend's estimate of what a job will cost before it starts."""
+
+    usd: float
+    hours: float | None = None
+    billed_tokens: int | None = None
+    assumptions: list[str] = []
+
+
+class ActualCost(BaseModel):
+    """What a finished job really cost, and from what it was computed."""
+
+    usd: float
+    hours: float | None = None
+    billed_tokens: int | None = None
+    source: str = ""
+
+
+class PollResult(BaseModel):
+    """What one look at a running job found.
+
+    ``events`` are the events new since the last poll (the backend keeps its cursor in
+    ``JobContext.state``); the registry deduplicates by ``Event.key`` anyway.
+    """
+
+    status: JobStatus
+    backend_status: str | None = None
+    events: list[Event] = []
+    model: str | None = None
+    actual_cost: ActualCost | None = None
+    error: str | None = None
+
+
+@dataclass
+class JobContext:
+    """Everything a backend needs to act on one job; the registry persists ``state``.
+
+    Attributes:
+        id: ftkit's job id; also the idempotency key and the label on remote resources.
+        spec: the spec as this backend sees it (``JobSpec.for_backend``).
+        config: the backend's validated options.
+        workdir: a folder owned by this job (data copies, worker files, artifacts).
+        backend_job_id: the backend's own id once submitted.
+        state: backend-private JSON state (cursors, file ids, pids, leases).
+    """
+
+    id: str
+    spec: JobSpec
+    config: BackendConfig
+    workdir: Path
+    backend_job_id: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A place where fine-tuning runs. Subclasses set the class attributes and five methods.
+
+    Everything shared (validation, recording, status transitions, event storage, waiting,
+    cost bookkeeping) lives in :class:`ftkit.FineTuneJob`, once.
+    """
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BackendConfig]] = BackendConfig
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def parse_config(self, options: dict[str, Any]) -> BackendConfig:
+        """Validate this backend's options; an unknown or bad key names the backend."""
+        try:
+            return self.config_model.model_validate(options)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"[{self.name}] {where}: {err['msg']}") from None
+
+    def default_model(self, task: str) -> str:
+        """The model used when the spec names none."""
+        raise ConfigError(f"backend {self.name!r} has no default model: set `model` in the spec")
+
+    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
+        """The ``--target`` whose rules the training data must pass (e.g. ``openai:gpt-4.1-mini``)."""
+        return None
+
+    def check(self, spec: JobSpec, config: BackendConfig) -> None:  # noqa: B027 - optional hook
+        """Refuse, with a ConfigError or BackendUnavailableError, a job this backend cannot run."""
+
+    def estimate(self, ctx: JobContext) -> CostEstimate | None:
+        """Estimate the cost before anything is spent; None when the backend cannot tell."""
+        return None
+
+    def describe(self) -> str:
+        """One line for ``ftkit backends``: where it runs and whether it is usable here."""
+        return "available"
+
+    @abstractmethod
+    def submit(self, ctx: JobContext) -> str:
+        """Start the job (this is where money or compute is spent). Returns the backend's job id.
+
+        Use ``ctx.id`` as the idempotency key / label, so a crash after submit can be reconciled.
+        """
+
+    @abstractmethod
+    def poll(self, ctx: JobContext) -> PollResult:
+        """Look at the job once: status, new events, the model reference once it exists."""
+
+    @abstractmethod
+    def cancel(self, ctx: JobContext) -> None:
+        """Stop the job and release what it holds."""
+
+    @abstractmethod
+    def load_model(self, ctx: JobContext) -> Predictor:
+        """A Predictor over the fine-tuned model of a succeeded job."""
+
+    def pause(self, ctx: JobContext) -> None:
+        """Pause the job (only where ``capabilities.supports_pause``)."""
+        raise ConfigError(f"backend {self.name!r} cannot pause jobs")
+
+    def resume(self, ctx: JobContext) -> None:
+        """Resume a paused or interrupted job."""
+        raise ConfigError(f"backend {self.name!r} cannot resume jobs")
+
+    def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
+        """Describe a job created outside ftkit, so it can be followed and evaluated."""
+        raise ConfigError(f"backend {self.name!r} cannot attach to existing jobs")
+
+    def base_model(self, model: str | None, config: BackendConfig) -> Predictor:
+        """A Predictor over a base model, for zero-shot baselines."""
+        raise ConfigError(f"backend {self.name!r} cannot serve base models")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """An installed backend as the registry sees it, before it is imported."""
+
+    name: str
+    target: str
+    distribution: str | None
+    version: str | None
+
+
+_INSTALL_HINTS = {
+    "hf": "pip install 'ftkit[hf]'",
+    "openai": "pip install 'ftkit[openai]'",
+    "remote": "pip install 'ftkit[remote]'",
+}
+_extra_backends: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Register a backend class in this process (tests and notebooks); entry points are the normal way."""
+    _extra_backends[cls.name] = cls
+    load_backend_class.cache_clear()
+    return cls
+
+
+def installed_backends() -> dict[str, BackendInfo]:
+    """Backends installed through entry points (and registered in-process), without importing them."""
+    allowed = {x.strip() for x in os.environ.get("FTKIT_BACKENDS", "").split(",") if x.strip()}
+    found: dict[str, BackendInfo] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found[ep.name] = BackendInfo(ep.name, ep.value, dist.name if dist else None, dist.version if dist else None)
+    for name, cls in _extra_backends.items():
+        found[name] = BackendInfo(name, f"{cls.__module__}:{cls.__qualname__}", None, None)
+    if allowed:
+        found = {k: v for k, v in found.items() if k in allowed}
+    return dict(sorted(found.items()))
+
+
+@cache
+def load_backend_class(name: str) -> type[Backend]:
+    """Import and return the backend class registered under ``name``.
+
+    Raises:
+        BackendNotFoundError: with the installed names, a "did you mean" and the install line.
+    """
+    installed = installed_backends()
+    if name in _extra_backends and name in installed:
+        return _extra_backends[name]
+    if name not in installed:
+        msg = f"no backend named {name!r}; installed: {', '.join(installed) or 'none'}"
+        close = difflib.get_close_matches(name, list(installed) + list(_INSTALL_HINTS), n=1)
+        if close and close[0] != name:
+            msg += f"; did you mean {close[0]!r}?"
+        if name in _INSTALL_HINTS:
+            msg += f"; install it with: {_INSTALL_HINTS[name]}"
+        raise BackendNotFoundError(msg)
+    (ep,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == name][:1]
+    try:
+        cls = ep.load()
+    except ImportError as e:
+        hint = _INSTALL_HINTS.get(name, f"reinstall {installed[name].distribution}")
+        raise BackendNotFoundError(f"backend {name!r} is installed but cannot be imported ({e}); {hint}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendNotFoundError(f"entry point {name!r} ({ep.value}) is not an ftkit Backend")
+    return cls
+
+
+def get_backend(name: str) -> Backend:
+    """An instance of the backend registered under ``name``."""
+    return load_backend_class(name)()

@@ -1,0 +1,89 @@
+"""Dataset: a JSONL file on disk, read in a stream, never modified."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ftkit.data.reader import iter_lines
+from ftkit.data.scan import DatasetStats, ValidationReport, build_stats, scan
+from ftkit.data.targets import make_target
+from ftkit.errors import DatasetError
+
+
+class Dataset:
+    """A JSONL data file. Loading only checks that it exists; every read streams it.
+
+    Example:
+        >>> ds = Dataset.load("train.jsonl")
+        >>> report = ds.validate(target="openai:gpt-4.1-mini-2025-04-14")
+        >>> report.ok, report.errors[:3]
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        """Open a JSONL file.
+
+        Raises:
+            DatasetError: the file does not exist or is not a file.
+        """
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise DatasetError(f"{p}: no such file")
+        return cls(p)
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The parsed examples (lines that are not JSON objects are skipped; validate to see them)."""
+        for line in iter_lines(self.path):
+            if isinstance(line.obj, dict):
+                yield line.obj
+
+    def validate(
+        self,
+        target: str | None = None,
+        *,
+        labels: list[str] | None = None,
+        task: str | None = None,
+        preamble: str | None = None,
+    ) -> ValidationReport:
+        """Check every line; never stops at the first problem.
+
+        Args:
+            target: ``openai:<model>`` or ``hf:<path>`` to add that model's rules and token limits.
+            labels: the allowed labels of a classification file.
+            task: the job's task; a file of another format is an error.
+            preamble: the classification prompt, for exact token counts of converted examples.
+        """
+        t = make_target(target, labels, preamble)
+        # Token counts matter only where a limit can be broken; plain validation skips them.
+        return scan(self.path, t, labels=labels, task=task, count_tokens=target is not None).report
+
+    def stats(
+        self,
+        target: str | None = None,
+        *,
+        test: str | Path | None = None,
+        labels: list[str] | None = None,
+        preamble: str | None = None,
+    ) -> DatasetStats:
+        """Counts, token distribution, billed tokens per epoch, labels, duplicates, train/test overlap.
+
+        Tokens are counted with the target's tokenizer (o200k_base when no target is given).
+        """
+        t = make_target(target, labels, preamble)
+        train = scan(self.path, t, labels=labels)
+        other = scan(Dataset.load(test).path, t, labels=labels, count_tokens=False) if test else None
+        return build_stats(train, other)
+
+    def labels(self) -> list[str]:
+        """The sorted distinct labels of a classification file."""
+        from ftkit.data.formats import label_str
+
+        return sorted({label_str(o["label"]) for o in self if "label" in o})

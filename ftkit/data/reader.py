@@ -1,0 +1,78 @@
+"""Streaming JSONL reading that reports framing problems instead of crashing on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ftkit.data.issues import Issue
+from ftkit.errors import DatasetError
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of a JSONL file: the parsed object, or the issue that stopped parsing."""
+
+    number: int
+    raw: bytes
+    obj: Any = None
+    issue: Issue | None = None
+
+
+def iter_lines(path: str | Path) -> Iterator[Line]:
+    """Yield every non-trailing line of ``path`` parsed as JSON, one at a time (flat memory).
+
+    Framing problems (BOM, invalid UTF-8, blank lines, bad JSON, a cut-off last line) come
+    back as ``Line.issue``; the caller decides whether to go on. A BOM is reported and then
+    ignored so the rest of the line is still checked.
+
+    Raises:
+        DatasetError: the file does not exist or cannot be opened.
+    """
+    p = Path(path)
+    try:
+        f = open(p, "rb")  # noqa: SIM115 - closed in the finally below, while yielding
+    except OSError as e:
+        raise DatasetError(f"{p}: cannot open: {e.strerror or e}") from None
+    try:
+        number = 0
+        for raw in f:
+            number += 1
+            ended = raw.endswith(b"\n")
+            body = raw.rstrip(b"\r\n")
+            if number == 1 and body.startswith(_BOM):
+                yield Line(
+                    number,
+                    body,
+                    issue=Issue(
+                        line=1, code="bom", message="file starts with a UTF-8 BOM; save it as UTF-8 without BOM"
+                    ),
+                )
+                body = body[len(_BOM) :]
+            if not body.strip():
+                yield Line(number, body, issue=Issue(line=number, code="blank_line", message="blank line"))
+                continue
+            try:
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError as e:
+                yield Line(number, body, issue=_parse_issue(number, body, str(e), ended))
+                continue
+            yield Line(number, body, obj=obj)
+    finally:
+        f.close()
+
+
+def _parse_issue(number: int, body: bytes, error: str, ended: bool) -> Issue:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Issue(line=number, code="invalid_utf8", message=f"invalid UTF-8 at byte {e.start}")
+    if not ended:
+        return Issue(line=number, code="truncated_last_line", message=f"last line is cut off: {error}")
+    return Issue(line=number, code="invalid_json", message=f"invalid JSON: {error}")

@@ -1,0 +1,296 @@
+"""One streaming pass over a JSONL file: validation issues and statistics together.
+
+Memory stays flat: examples are checked and token-counted in chunks, issues are kept up to a
+cap per code (with full counts), and per-example figures live in compact numpy arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, Field
+
+from ftkit.data.formats import Format, check, detect_format, label_str
+from ftkit.data.issues import Issue
+from ftkit.data.reader import iter_lines
+from ftkit.data.targets import Target
+
+CHUNK = 2048
+MAX_ISSUES_PER_CODE = 100
+
+
+class ValidationReport(BaseModel):
+    """Every problem found in one file. ``ok`` is True when there are no errors."""
+
+    path: str
+    format: Format | None
+    examples: int
+    target: str | None = None
+    errors: list[Issue] = Field(default_factory=list)
+    warnings: list[Issue] = Field(default_factory=list)
+    error_counts: dict[str, int] = Field(default_factory=dict)
+    warning_counts: dict[str, int] = Field(default_factory=dict)
+    label_counts: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the file has no errors (warnings allowed)."""
+        return not self.error_counts
+
+    def summary(self, max_errors: int = 10) -> str:
+        """A few lines for an exception message: counts, then the first errors with file:line."""
+        total = sum(self.error_counts.values())
+        head = f"{self.path}: {total} error(s) in {self.examples} example(s)"
+        lines = [f"  {self.path}:{e.line or '-'}: {e.code}: {e.message}" for e in self.errors[:max_errors]]
+        more = [f"  ... and {total - len(lines)} more"] if total > len(lines) else []
+        return "\n".join([head, *lines, *more])
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented ``--json`` shape: path, format, examples, errors, warnings (+ counts)."""
+        return self.model_dump(mode="json")
+
+
+class TokenStats(BaseModel):
+    """Distribution of tokens per example."""
+
+    total: int
+    min: int
+    max: int
+    mean: float
+    median: float
+    p5: float
+    p95: float
+
+
+class DatasetStats(BaseModel):
+    """What ``ftkit stats`` reports for one file."""
+
+    path: str
+    format: Format | None
+    examples: int
+    tokenizer: str
+    tokens: TokenStats | None
+    billed_tokens_per_epoch: int
+    over_limit: int
+    limit: int | None
+    label_counts: dict[str, int]
+    duplicates: int
+    duplicate_lines: list[int]
+    messages_per_example: TokenStats | None = None
+    overlap: dict[str, Any] | None = None
+
+
+class ScanResult:
+    """Raw outcome of a scan: the report, per-example token counts and content hashes."""
+
+    def __init__(
+        self,
+        report: ValidationReport,
+        tokens: np.ndarray,
+        hashes: np.ndarray,
+        input_hashes: np.ndarray,
+        lines: np.ndarray,
+        n_messages: np.ndarray,
+        limit: int | None,
+        tokenizer: str,
+    ) -> None:
+        self.report = report
+        self.tokens = tokens
+        self.hashes = hashes
+        self.input_hashes = input_hashes
+        self.lines = lines
+        self.n_messages = n_messages
+        self.limit = limit
+        self.tokenizer = tokenizer
+
+
+def _hash(value: Any) -> int:
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _input_part(fmt: Format, obj: dict[str, Any]) -> Any:
+    """The part of an example a model sees as input: what must not leak from train to test."""
+    if fmt == "classification":
+        return " ".join(str(obj.get("text", "")).lower().split())
+    if fmt == "chat":
+        msgs = obj.get("messages") or []
+        last = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=0)
+        return msgs[:last]
+    if fmt == "completion":
+        return obj.get("prompt")
+    return (obj.get("input") or {}).get("messages")
+
+
+def scan(
+    path: str | Path,
+    target: Target,
+    *,
+    labels: list[str] | None = None,
+    task: str | None = None,
+    count_tokens: bool = True,
+) -> ScanResult:
+    """Read ``path`` once: check every line, count tokens, hash contents."""
+    allowed = frozenset(labels) if labels else None
+    issues: dict[str, list[Issue]] = {}
+    counts: Counter[str] = Counter()
+    label_counts: Counter[str] = Counter()
+    file_format: Format | None = None
+    # Compact arrays, not lists of Python ints: a million examples cost megabytes, not hundreds.
+    tokens, lines, n_messages = array("q"), array("q"), array("q")
+    hashes, input_hashes = array("Q"), array("Q")
+    pending: list[tuple[Format, dict[str, Any], int]] = []
+
+    def add(issue: Issue) -> None:
+        counts[issue.code] += 1
+        bucket = issues.setdefault(issue.code, [])
+        if len(bucket) < MAX_ISSUES_PER_CODE:
+            bucket.append(issue)
+
+    def flush() -> None:
+        sizes = target.count([(f, o) for f, o, _ in pending]) if count_tokens else [0] * len(pending)
+        for (fmt, obj, line), n in zip(pending, sizes, strict=True):
+            tokens.append(n)
+            for issue in target.check_example(fmt, obj, line, n):
+                add(issue)
+        pending.clear()
+
+    examples = 0
+    for ln in iter_lines(path):
+        if ln.issue is not None:
+            add(ln.issue)
+            if ln.obj is None:
+                continue
+        obj = ln.obj
+        if not isinstance(obj, dict):
+            add(Issue(line=ln.number, code="not_an_object", message=f"line is a JSON {type(obj).__name__}"))
+            continue
+        fmt = detect_format(obj)
+        if fmt is None:
+            add(Issue(line=ln.number, code="unknown_format", message=f"keys {sorted(obj)[:6]} match no format"))
+            continue
+        if file_format is None:
+            file_format = fmt
+        elif fmt != file_format:
+            add(Issue(line=ln.number, code="mixed_formats", message=f"{fmt} example in a {file_format} file"))
+            continue
+        examples += 1
+        found = check(fmt, obj, ln.number, allowed)
+        for issue in found:
+            add(issue)
+        if fmt == "classification" and "label" in obj:
+            label_counts[label_str(obj["label"])] += 1
+        hashes.append(_hash(obj if fmt != "classification" else [obj.get("text"), obj.get("label")]))
+        input_hashes.append(_hash(_input_part(fmt, obj)))
+        lines.append(ln.number)
+        msgs = obj.get("messages") if fmt == "chat" else None
+        n_messages.append(len(msgs) if isinstance(msgs, list) else 0)
+        if any(i.level == "error" for i in found):
+            tokens.append(0)  # keep arrays aligned; broken examples are not counted
+            continue
+        pending.append((fmt, obj, ln.number))
+        if len(pending) >= CHUNK:
+            flush()
+    flush()
+
+    if examples == 0 and not counts:
+        add(Issue(line=None, code="empty_file", message="the file holds no examples"))
+    if task is not None and file_format is not None and file_format != task:
+        add(Issue(line=None, code="format_mismatch", message=f"a {task} job needs {task} data, not {file_format}"))
+    if file_format == "classification" and examples and len(label_counts) < 2:
+        add(Issue(line=None, code="too_few_labels", message=f"only one label present: {list(label_counts)}"))
+    for issue in target.check_file(file_format, examples):
+        add(issue)
+
+    hash_arr = np.frombuffer(hashes, dtype=np.uint64)
+    if len(hash_arr):
+        _, first = np.unique(hash_arr, return_index=True)
+        line_arr = np.frombuffer(lines, dtype=np.int64)
+        dup_mask = np.ones(len(hash_arr), dtype=bool)
+        dup_mask[first] = False
+        for line in line_arr[dup_mask][:MAX_ISSUES_PER_CODE]:
+            add(Issue(line=int(line), code="duplicate_example", message="same example as an earlier line"))
+        counts["duplicate_example"] = int(dup_mask.sum())
+
+    ordered = sorted((i for bucket in issues.values() for i in bucket), key=lambda i: (i.line or 0, i.code))
+    report = ValidationReport(
+        path=str(path),
+        format=file_format,
+        examples=examples,
+        target=None if type(target) is Target else target.name,
+        errors=[i for i in ordered if i.level == "error"],
+        warnings=[i for i in ordered if i.level == "warning"],
+        error_counts={c: n for c, n in sorted(counts.items()) if n and _level(c) == "error"},
+        warning_counts={c: n for c, n in sorted(counts.items()) if n and _level(c) == "warning"},
+        label_counts=dict(sorted(label_counts.items())),
+    )
+    return ScanResult(
+        report,
+        tokens=np.frombuffer(tokens, dtype=np.int64),
+        hashes=hash_arr,
+        input_hashes=np.frombuffer(input_hashes, dtype=np.uint64),
+        lines=np.frombuffer(lines, dtype=np.int64),
+        n_messages=np.frombuffer(n_messages, dtype=np.int64),
+        limit=target.max_tokens,
+        tokenizer=target.name,
+    )
+
+
+def _level(code: str) -> str:
+    from ftkit.data.issues import CODES
+
+    return CODES[code][0]
+
+
+def distribution(values: np.ndarray) -> TokenStats | None:
+    """Summary statistics of a non-empty integer array (None when empty)."""
+    if len(values) == 0:
+        return None
+    return TokenStats(
+        total=int(values.sum()),
+        min=int(values.min()),
+        max=int(values.max()),
+        mean=round(float(values.mean()), 2),
+        median=float(np.median(values)),
+        p5=float(np.percentile(values, 5)),
+        p95=float(np.percentile(values, 95)),
+    )
+
+
+def build_stats(result: ScanResult, test: ScanResult | None = None) -> DatasetStats:
+    """Statistics from a scan, with train/test overlap when a second scan is given."""
+    tok = result.tokens
+    limit = result.limit
+    billed = int(np.minimum(tok, limit).sum()) if limit else int(tok.sum())
+    dup_lines = [i.line for i in result.report.warnings if i.code == "duplicate_example" and i.line]
+    overlap = None
+    if test is not None:
+        shared = np.isin(test.input_hashes, result.input_hashes)
+        overlap = {
+            "test_path": test.report.path,
+            "test_examples": len(test.input_hashes),
+            "overlapping": int(shared.sum()),
+            "fraction": round(float(shared.mean()), 4) if len(shared) else 0.0,
+            "test_lines": [int(x) for x in test.lines[shared][:MAX_ISSUES_PER_CODE]],
+        }
+    return DatasetStats(
+        path=result.report.path,
+        format=result.report.format,
+        examples=result.report.examples,
+        tokenizer=result.tokenizer,
+        tokens=distribution(tok),
+        billed_tokens_per_epoch=billed,
+        over_limit=int((tok > limit).sum()) if limit else 0,
+        limit=limit,
+        label_counts=result.report.label_counts,
+        duplicates=result.report.warning_counts.get("duplicate_example", 0),
+        duplicate_lines=dup_lines,
+        messages_per_example=distribution(result.n_messages) if result.report.format == "chat" else None,
+        overlap=overlap,
+    )

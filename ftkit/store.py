@@ -1,0 +1,231 @@
+"""The job registry: every job ftkit has created, in one SQLite file.
+
+SQLite in WAL mode with a busy timeout lets two processes (a script that started a job and
+``ftkit events ID --follow`` in another terminal) read and write at once. Events are kept in
+their own table with a uniqueness constraint on the backend's event key, so polling the same
+events twice stores them once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+from ftkit.errors import JobNotFoundError
+from ftkit.events import Event, JobStatus
+from ftkit.paths import ftkit_home
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    backend_job_id TEXT,
+    status TEXT NOT NULL,
+    backend_status TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    spec TEXT NOT NULL,
+    options TEXT NOT NULL,
+    state TEXT NOT NULL,
+    model TEXT,
+    estimated_cost TEXT,
+    actual_cost TEXT,
+    manifest TEXT NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq),
+    UNIQUE (job_id, key)
+);
+"""
+
+_JSON_FIELDS = ("spec", "options", "state", "estimated_cost", "actual_cost", "manifest")
+# Whole key names only: "api_key" and "access_token" are secrets, "billed_tokens" and "key_path" are not.
+_SECRET_KEY = re.compile(r"(?:.*[_-])?(api[_-]?key|apikey|token|secret|password|passphrase|private[_-]?key)", re.I)
+
+
+class JobRecord(BaseModel):
+    """One job as the registry keeps it. Readable without the backend that ran it."""
+
+    id: str
+    backend: str
+    backend_job_id: str | None = None
+    status: JobStatus = JobStatus.CREATED
+    backend_status: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    spec: dict[str, Any]
+    options: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+    estimated_cost: dict[str, Any] | None = None
+    actual_cost: dict[str, Any] | None = None
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+def redact(value: Any) -> Any:
+    """Drop values stored under secret-looking keys, at any depth, before anything is persisted."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if _SECRET_KEY.fullmatch(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def new_job_id() -> str:
+    """A sortable, unique job id such as ``ftk-20261123-120301-a1b2c3``."""
+    return time.strftime("ftk-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+class JobStore:
+    """The SQLite job registry and the per-job folders beside it.
+
+    Args:
+        root: the registry folder; defaults to ``$FTKIT_HOME`` or ``~/.ftkit``.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else ftkit_home()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "jobs.sqlite"
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.row_factory = sqlite3.Row
+            yield db
+        finally:
+            db.close()
+
+    def job_dir(self, job_id: str) -> Path:
+        """The folder that holds one job's files (data copies, worker logs, artifacts)."""
+        return self.root / "jobs" / job_id
+
+    def insert(self, record: JobRecord) -> None:
+        """Record a new job. Called before anything is spent."""
+        row = self._to_row(record)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._connect() as db:
+            db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Change some fields of a job (and its ``updated_at``)."""
+        fields["updated_at"] = time.time()
+        row = self._to_row_fields(fields)
+        sets = ", ".join(f"{k} = ?" for k in row)
+        with self._connect() as db:
+            cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*row.values(), job_id))
+            if cur.rowcount == 0:
+                raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job with this id, or with this unique id prefix.
+
+        Raises:
+            JobNotFoundError: no job, or the prefix matches several.
+        """
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchall()
+            if not rows:
+                rows = db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id + "%",)).fetchall()
+        if not rows:
+            raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise JobNotFoundError(f"{job_id!r} matches several jobs; give more of the id")
+        return self._from_row(rows[0])
+
+    def list(self, limit: int = 100, backend: str | None = None) -> builtins.list[JobRecord]:
+        """The newest jobs first."""
+        query, args = "SELECT * FROM jobs", []
+        if backend:
+            query, args = query + " WHERE backend = ?", [backend]
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [self._from_row(r) for r in rows]
+
+    def add_events(self, job_id: str, events: builtins.list[Event]) -> builtins.list[Event]:
+        """Store events not seen before; returns the ones that were new."""
+        added: builtins.list[Event] = []
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+            for ev in events:
+                key = ev.key or f"seq-{seq + 1}"
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, seq + 1, key, ev.time, ev.level, ev.kind, ev.message, orjson.dumps(redact(ev.data))),
+                )
+                if cur.rowcount:
+                    seq += 1
+                    added.append(ev)
+            db.execute("COMMIT")
+        return added
+
+    def events(self, job_id: str, after: int = 0) -> builtins.list[tuple[int, Event]]:
+        """Events of a job with their sequence numbers, oldest first, after sequence ``after``."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)
+            ).fetchall()
+        return [
+            (
+                r["seq"],
+                Event(
+                    time=r["time"],
+                    level=r["level"],
+                    kind=r["kind"],
+                    message=r["message"],
+                    data=orjson.loads(r["data"]),
+                    key=r["key"],
+                ),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _to_row_fields(fields: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for k, v in fields.items():
+            if k in _JSON_FIELDS:
+                row[k] = None if v is None else orjson.dumps(redact(v)).decode()
+            elif isinstance(v, JobStatus):
+                row[k] = v.value
+            else:
+                row[k] = v
+        return row
+
+    def _to_row(self, record: JobRecord) -> dict[str, Any]:
+        return self._to_row_fields(record.model_dump(mode="json"))
+
+    @staticmethod
+    def _from_row(row: sqlite3.Row) -> JobRecord:
+        data = dict(row)
+        for k in _JSON_FIELDS:
+            if data.get(k) is not None:
+                data[k] = orjson.loads(data[k])
+        return JobRecord.model_validate(data)

@@ -1,0 +1,185 @@
+"""Test kit shipped with ftkit: a FakeBackend and a conformance suite every backend can run.
+
+``FakeBackend`` trains a real (tiny) multinomial naive Bayes classifier instead of a language
+model, and moves through the status sequence over configurable time, so core features, CLIs
+and plugins can be tested in milliseconds without a GPU or an API key.
+
+``BackendConformance`` is a pytest mixin: a backend's test suite subclasses it, provides a
+spec and options, and gets the same lifecycle checks every backend must pass::
+
+    class TestMyBackend(BackendConformance):
+        backend = "mine"
+        def make_spec(self, tmp_path): ...
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field
+
+from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.data.formats import label_str
+from ftkit.events import Event, JobStatus
+from ftkit.predictor import Classification, Messages, Predictor
+from ftkit.spec import JobSpec
+
+
+class FakeConfig(BackendConfig):
+    """Options of the fake backend."""
+
+    steps: int = Field(default=5, ge=1, description="Training steps to simulate.")
+    seconds_per_step: float = Field(default=0.02, ge=0, description="Wall time per simulated step.")
+    fail_at_step: int | None = Field(default=None, description="Fail the job when this step is reached.")
+    usd_per_step: float = Field(default=0.001, ge=0, description="Simulated price per step.")
+
+
+class FakePredictor:
+    """Naive Bayes over word counts, fitted on the job's training file: real, tiny and fast."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[str], vocab: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.naive_bayes import MultinomialNB
+
+        self.labels: list[str] | None = list(vocab)
+        self._vec = CountVectorizer()
+        self._nb = MultinomialNB().fit(self._vec.fit_transform(texts), list(labels))
+
+    def generate(self, inputs: Sequence[str | Messages], *, max_new_tokens: int = 256, **kwargs: Any) -> list[str]:
+        """Answer with the predicted label of the last user text."""
+        texts = [x if isinstance(x, str) else str(x[-1].get("content", "")) for x in inputs]
+        return [c.label for c in self.classify(texts)]
+
+    def classify(self, texts: Sequence[str], *, labels: Sequence[str] | None = None) -> list[Classification]:
+        """Class probabilities from the naive Bayes model, over every label."""
+        vocab = list(labels or self.labels or [])
+        proba = self._nb.predict_proba(self._vec.transform(list(texts)))
+        classes = [str(c) for c in self._nb.classes_]
+        out = []
+        for row in proba:
+            p = {lab: float(row[classes.index(lab)]) if lab in classes else 0.0 for lab in vocab}
+            total = sum(p.values()) or 1.0
+            p = {k: v / total for k, v in p.items()}
+            out.append(Classification(label=max(p, key=lambda k: p[k]), probabilities=p))
+        return out
+
+
+class FakeBackend(Backend):
+    """A backend for tests: simulated progress over time, a real naive Bayes model at the end."""
+
+    name: ClassVar[str] = "fake"
+    config_model = FakeConfig
+    capabilities = Capabilities(tasks=frozenset({"classification"}), poll_interval=0.01, supports_pause=False)
+
+    def default_model(self, task: str) -> str:
+        return "naive-bayes"
+
+    def estimate(self, ctx: JobContext) -> CostEstimate:
+        cfg = ctx.config
+        assert isinstance(cfg, FakeConfig)
+        return CostEstimate(
+            usd=cfg.steps * cfg.usd_per_step,
+            hours=cfg.steps * cfg.seconds_per_step / 3600,
+            assumptions=[f"{cfg.steps} steps at ${cfg.usd_per_step}/step"],
+        )
+
+    def describe(self) -> str:
+        return "in-process test double (naive Bayes)"
+
+    def submit(self, ctx: JobContext) -> str:
+        ctx.state["started"] = time.time()
+        return f"fake-{ctx.id}"
+
+    def poll(self, ctx: JobContext) -> PollResult:
+        cfg = ctx.config
+        assert isinstance(cfg, FakeConfig)
+        if ctx.state.get("cancelled"):
+            return PollResult(status=JobStatus.CANCELLED, backend_status="cancelled")
+        elapsed = time.time() - float(ctx.state["started"])
+        per = max(cfg.seconds_per_step, 1e-9)
+        step = min(cfg.steps, int(elapsed / per))
+        events = [
+            Event(
+                kind="metrics",
+                message=f"step {s}/{cfg.steps}",
+                key=f"step-{s}",
+                data={"step": s, "total_steps": cfg.steps, "train_loss": round(math.exp(-s / cfg.steps), 4)},
+            )
+            for s in range(int(ctx.state.get("step", 0)) + 1, step + 1)
+        ]
+        ctx.state["step"] = step
+        if cfg.fail_at_step is not None and step >= cfg.fail_at_step:
+            return PollResult(
+                status=JobStatus.FAILED,
+                backend_status="failed",
+                events=events,
+                error=f"simulated failure at step {cfg.fail_at_step}",
+            )
+        if step < cfg.steps:
+            return PollResult(status=JobStatus.RUNNING, backend_status="running", events=events)
+        return PollResult(
+            status=JobStatus.SUCCEEDED,
+            backend_status="done",
+            events=events,
+            model=f"nb:{ctx.id}",
+            actual_cost=ActualCost(usd=cfg.steps * cfg.usd_per_step, source="simulated steps"),
+        )
+
+    def cancel(self, ctx: JobContext) -> None:
+        ctx.state["cancelled"] = True
+
+    def load_model(self, ctx: JobContext) -> Predictor:
+        rows = [orjson.loads(line) for line in Path(ctx.spec.train).read_bytes().splitlines() if line.strip()]
+        vocab = ctx.spec.labels or sorted({label_str(r["label"]) for r in rows})
+        return FakePredictor([r["text"] for r in rows], [label_str(r["label"]) for r in rows], vocab)
+
+
+class BackendConformance:
+    """Lifecycle checks every backend must pass. Subclass in a pytest module.
+
+    Set ``backend`` and ``options``, and implement :meth:`make_spec`. Set ``wait_timeout`` to
+    bound how long a real training run may take.
+    """
+
+    backend: ClassVar[str]
+    options: ClassVar[dict[str, Any]] = {}
+    wait_timeout: ClassVar[float] = 600.0
+
+    def make_spec(self, tmp_path: Path) -> JobSpec:
+        """A small classification spec this backend can run quickly."""
+        raise NotImplementedError
+
+    def test_lifecycle(self, tmp_path: Path, monkeypatch: Any) -> None:
+        from ftkit.job import FineTuneJob
+        from ftkit.store import JobStore
+
+        store = JobStore(tmp_path / "home")
+        job = FineTuneJob.create(self.make_spec(tmp_path), backend=self.backend, options=self.options, store=store)
+        assert job.status is JobStatus.CREATED
+        job.start()
+        assert job.wait(timeout=self.wait_timeout) is JobStatus.SUCCEEDED
+        again = FineTuneJob.get(job.id, store=store)
+        assert again.status is JobStatus.SUCCEEDED
+        assert any(m.get("train_loss") is not None for m in again.metrics())
+        spec = again.spec
+        assert spec.labels
+        texts = [orjson.loads(line)["text"] for line in Path(spec.train).read_bytes().splitlines()[:4]]
+        for c in again.model().classify(texts):
+            assert c.label in spec.labels
+            assert set(c.probabilities) == set(spec.labels)
+            assert abs(sum(c.probabilities.values()) - 1.0) < 1e-6
+
+    def test_cancel(self, tmp_path: Path) -> None:
+        from ftkit.job import FineTuneJob
+        from ftkit.store import JobStore
+
+        store = JobStore(tmp_path / "home")
+        job = FineTuneJob.create(self.make_spec(tmp_path), backend=self.backend, options=self.options, store=store)
+        job.start()
+        assert job.cancel() is JobStatus.CANCELLED
+        assert FineTuneJob.get(job.id, store=store).status is JobStatus.CANCELLED
