@@ -27,7 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(soft_wrap=True)
+# Piped output (scripts, CI logs) gets wide tables instead of ids wrapped across lines.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -322,3 +323,7 @@ _mount_plugins()
 def main() -> None:
     """Entry point of the ``ftkit`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -231,6 +231,8 @@ class FineTuneJob:
 
     def refresh(self) -> JobStatus:
         """Ask the backend once for status and new events, and record them."""
+        # Another process may have changed the job (cancelled it, polled it): start from the registry.
+        self._record = self._store.get(self.id)
         if self._record.backend_job_id is None:
             return self.status
         if self.status.is_terminal and self._record.state.get("final_polled"):

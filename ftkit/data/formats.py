@@ -27,7 +27,7 @@ def detect_format(obj: dict[str, Any]) -> Format | None:
     """The format an example's keys say it is, or None."""
     if "preferred_output" in obj or "non_preferred_output" in obj or ("input" in obj and "messages" not in obj):
         return "preference"
-    if "messages" in obj:
+    if "messages" in obj or "tools" in obj or "parallel_tool_calls" in obj:
         return "chat"
     if "prompt" in obj or "completion" in obj:
         return "completion"

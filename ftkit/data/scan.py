@@ -116,16 +116,21 @@ def _hash(value: Any) -> int:
 
 
 def _input_part(fmt: Format, obj: dict[str, Any]) -> Any:
-    """The part of an example a model sees as input: what must not leak from train to test."""
+    """The part of an example a model sees as input: what must not leak from train to test.
+
+    Malformed examples get here too (they are hashed for duplicate checks), so nothing is assumed.
+    """
     if fmt == "classification":
         return " ".join(str(obj.get("text", "")).lower().split())
-    if fmt == "chat":
-        msgs = obj.get("messages") or []
-        last = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=0)
-        return msgs[:last]
     if fmt == "completion":
         return obj.get("prompt")
-    return (obj.get("input") or {}).get("messages")
+    msgs = obj.get("messages") if fmt == "chat" else (obj.get("input") or {})
+    if fmt == "preference":
+        msgs = msgs.get("messages") if isinstance(msgs, dict) else msgs
+    if not isinstance(msgs, list):
+        return msgs
+    last = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=0)
+    return msgs[:last] if fmt == "chat" else msgs
 
 
 def scan(

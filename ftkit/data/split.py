@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sklearn.model_selection import train_test_split
 
 from ftkit.atomic import atomic_write_bytes
 from ftkit.data.dataset import Dataset
@@ -27,6 +26,8 @@ def split_examples(
 
     The same examples and seed always give the same split.
     """
+    from sklearn.model_selection import train_test_split  # imported here: `import ftkit` stays light
+
     if not 0 <= validation < 1 or not 0 <= test < 1 or validation + test >= 1:
         raise ConfigError("validation and test fractions must be in [0, 1) and sum below 1")
     labels = [label_str(e["label"]) for e in examples] if stratify and all("label" in e for e in examples) else None
