@@ -136,3 +136,20 @@ def test_clean_file_is_ok(tmp_path: Path) -> None:
     path.write_bytes(lines(*[chat(f"q{i}", f"a{i}") for i in range(12)]))
     report = Dataset.load(path).validate(target="openai:gpt-4.1-mini-2025-04-14")
     assert report.ok and not report.warnings and report.examples == 12 and report.format == "chat"
+
+
+def test_parallel_scan_matches_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ftkit.data.scan as scan_mod
+
+    rows = [chat(f"q{i % 300}", f"a{i % 300}") for i in range(2000)]
+    body = lines(*rows[:700]) + b"{broken\n" + lines({"messages": [U]}) + lines(*rows[700:]) + b"[1]\n"
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(body)
+    target = "openai:gpt-4.1-mini-2025-04-14"
+    sequential = Dataset.load(path).validate(target=target)
+    monkeypatch.setattr(scan_mod, "PARALLEL_MIN_BYTES", 1)
+    parallel = Dataset.load(path).validate(target=target)
+    assert parallel == sequential
+    assert sequential.error_counts == {"invalid_json": 1, "no_assistant_message": 1, "not_an_object": 1}
+    assert sequential.warning_counts["duplicate_example"] == 1700
+    assert Dataset.load(path).stats(target=target) == Dataset.load(path).stats(target=target)

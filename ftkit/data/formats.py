@@ -68,6 +68,18 @@ def check_messages(obj: dict[str, Any], line: int, issues: list[Issue], where: s
         return
     assistants = trained = users = 0
     for i, m in enumerate(messages):
+        # Fast path for the common message: {"role": ..., "content": "non-empty text"} and nothing else.
+        if type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m["content"]:
+            role = m.get("role")
+            if role == "user":
+                users += 1
+                continue
+            if role == "assistant":
+                assistants += 1
+                trained += 1
+                continue
+            if role == "system":
+                continue
         at = f"{where}[{i}]"
         if not isinstance(m, dict):
             issues.append(Issue(line=line, code="message_not_object", message=f"{at} is not an object"))

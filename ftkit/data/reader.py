@@ -25,12 +25,14 @@ class Line:
     issue: Issue | None = None
 
 
-def iter_lines(path: str | Path) -> Iterator[Line]:
+def iter_lines(path: str | Path, start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[Line]:
     """Yield every non-trailing line of ``path`` parsed as JSON, one at a time (flat memory).
 
     Framing problems (BOM, invalid UTF-8, blank lines, bad JSON, a cut-off last line) come
     back as ``Line.issue``; the caller decides whether to go on. A BOM is reported and then
     ignored so the rest of the line is still checked.
+
+    ``start``/``end`` (byte offsets on line boundaries) and ``first_line`` read one part of the file.
 
     Raises:
         DatasetError: the file does not exist or cannot be opened.
@@ -41,12 +43,17 @@ def iter_lines(path: str | Path) -> Iterator[Line]:
     except OSError as e:
         raise DatasetError(f"{p}: cannot open: {e.strerror or e}") from None
     try:
-        number = 0
+        f.seek(start)
+        pos = start
+        number = first_line - 1
         for raw in f:
+            if end is not None and pos >= end:
+                break
+            pos += len(raw)
             number += 1
             ended = raw.endswith(b"\n")
             body = raw.rstrip(b"\r\n")
-            if number == 1 and body.startswith(_BOM):
+            if number == 1 and start == 0 and body.startswith(_BOM):
                 yield Line(
                     number,
                     body,

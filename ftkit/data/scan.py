@@ -6,9 +6,11 @@ cap per code (with full counts), and per-example figures live in compact numpy a
 
 from __future__ import annotations
 
-import hashlib
+import multiprocessing as mp
+import os
 from array import array
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from ftkit.data.reader import iter_lines
 from ftkit.data.targets import Target
 
 CHUNK = 2048
+PARALLEL_MIN_BYTES = 16 * 2**20
 MAX_ISSUES_PER_CODE = 100
 
 
@@ -37,6 +40,7 @@ class ValidationReport(BaseModel):
     error_counts: dict[str, int] = Field(default_factory=dict)
     warning_counts: dict[str, int] = Field(default_factory=dict)
     label_counts: dict[str, int] = Field(default_factory=dict)
+    total_tokens: int | None = Field(default=None, description="Tokens of the valid examples, when counted.")
 
     @property
     def ok(self) -> bool:
@@ -111,8 +115,8 @@ class ScanResult:
 
 
 def _hash(value: Any) -> int:
-    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    # Python's own 64-bit hash of the canonical JSON: fast, and only ever compared within one process.
+    return hash(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
 def _input_part(fmt: Format, obj: dict[str, Any]) -> Any:
@@ -133,6 +137,127 @@ def _input_part(fmt: Format, obj: dict[str, Any]) -> Any:
     return msgs[:last] if fmt == "chat" else msgs
 
 
+@dataclass
+class _Part:
+    """What one byte range of a file gave: issues (capped per code), counts and per-example arrays."""
+
+    issues: dict[str, list[Issue]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    label_counts: Counter[str] = field(default_factory=Counter)
+    examples: int = 0
+    # Compact arrays, not lists of Python ints: a million examples cost megabytes, not hundreds.
+    tokens: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
+    n_messages: array[int] = field(default_factory=lambda: array("q"))
+    hashes: array[int] = field(default_factory=lambda: array("q"))
+    input_hashes: array[int] = field(default_factory=lambda: array("q"))
+
+    def add(self, issue: Issue) -> None:
+        self.counts[issue.code] += 1
+        bucket = self.issues.setdefault(issue.code, [])
+        if len(bucket) < MAX_ISSUES_PER_CODE:
+            bucket.append(issue)
+
+    def merge(self, other: _Part) -> None:
+        for bucket in other.issues.values():
+            for issue in bucket:
+                self.add(issue)
+        self.counts.update({c: n - len(other.issues.get(c, [])) for c, n in other.counts.items()})
+        self.label_counts.update(other.label_counts)
+        self.examples += other.examples
+        for name in ("tokens", "lines", "n_messages", "hashes", "input_hashes"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+def _scan_range(path: Path, target: Target, allowed: frozenset[str] | None, count_tokens: bool, start: int,
+                end: int | None, first_line: int, file_format: Format | None) -> _Part:
+    """Check, count and hash every line of one byte range of the file."""
+    part = _Part()
+    pending: list[tuple[Format, dict[str, Any], int]] = []
+
+    def flush() -> None:
+        sizes = target.count([(f, o) for f, o, _ in pending]) if count_tokens else [0] * len(pending)
+        for (fmt, obj, line), n in zip(pending, sizes, strict=True):
+            part.tokens.append(n)
+            for issue in target.check_example(fmt, obj, line, n):
+                part.add(issue)
+        pending.clear()
+
+    for ln in iter_lines(path, start=start, end=end, first_line=first_line):
+        if ln.issue is not None:
+            part.add(ln.issue)
+            if ln.obj is None:
+                continue
+        obj = ln.obj
+        if not isinstance(obj, dict):
+            part.add(Issue(line=ln.number, code="not_an_object", message=f"line is a JSON {type(obj).__name__}"))
+            continue
+        fmt = detect_format(obj)
+        if fmt is None:
+            part.add(Issue(line=ln.number, code="unknown_format", message=f"keys {sorted(obj)[:6]} match no format"))
+            continue
+        if file_format is None:
+            file_format = fmt
+        elif fmt != file_format:
+            part.add(Issue(line=ln.number, code="mixed_formats", message=f"{fmt} example in a {file_format} file"))
+            continue
+        part.examples += 1
+        found = check(fmt, obj, ln.number, allowed)
+        for issue in found:
+            part.add(issue)
+        if fmt == "classification" and "label" in obj:
+            part.label_counts[label_str(obj["label"])] += 1
+        # Exact duplicates: the same line for structured formats, the same (text, label) for classification.
+        part.hashes.append(hash(ln.raw) if fmt != "classification" else _hash([obj.get("text"), obj.get("label")]))
+        part.input_hashes.append(_hash(_input_part(fmt, obj)))
+        part.lines.append(ln.number)
+        msgs = obj.get("messages") if fmt == "chat" else None
+        part.n_messages.append(len(msgs) if isinstance(msgs, list) else 0)
+        if any(i.level == "error" for i in found):
+            part.tokens.append(0)  # keep arrays aligned; broken examples are not counted
+            continue
+        pending.append((fmt, obj, ln.number))
+        if len(pending) >= CHUNK:
+            flush()
+    flush()
+    return part
+
+
+# Set in the parent just before forking the worker pool; forked workers inherit it (and the
+# tokenizer already loaded) instead of unpickling a tokenizer per task.
+_FORK_ARGS: tuple[Any, ...] = ()
+
+
+def _scan_range_in_worker(start: int, end: int | None, first_line: int) -> _Part:
+    return _scan_range(*_FORK_ARGS[:4], start, end, first_line, _FORK_ARGS[4])  # type: ignore[arg-type]
+
+
+def _ranges(path: Path, n: int) -> list[tuple[int, int | None, int]]:
+    """Split a file into ``n`` byte ranges on line boundaries, with each range's first line number."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        cuts = [0]
+        for k in range(1, n):
+            f.seek(max(size * k // n, cuts[-1]))
+            f.readline()  # move to the start of the next line
+            cuts.append(f.tell())
+        cuts.append(size)
+        firsts, line, prev = [], 1, 0
+        for c in cuts[:-1]:
+            f.seek(prev)
+            line += f.read(c - prev).count(b"\n")
+            firsts.append(line)
+            prev = c
+    return [(cuts[i], cuts[i + 1], firsts[i]) for i in range(n) if cuts[i] < cuts[i + 1]]
+
+
+def _first_format(path: Path) -> Format | None:
+    for ln in iter_lines(path):
+        if isinstance(ln.obj, dict) and (fmt := detect_format(ln.obj)) is not None:
+            return fmt
+    return None
+
+
 def scan(
     path: str | Path,
     target: Target,
@@ -141,68 +266,32 @@ def scan(
     task: str | None = None,
     count_tokens: bool = True,
 ) -> ScanResult:
-    """Read ``path`` once: check every line, count tokens, hash contents."""
+    """Read ``path`` once: check every line, count tokens, hash contents.
+
+    Files over ``PARALLEL_MIN_BYTES`` are split on line boundaries and scanned by one forked
+    process per core; the result is the same as a sequential scan.
+    """
+    global _FORK_ARGS
+    path = Path(path)
     allowed = frozenset(labels) if labels else None
-    issues: dict[str, list[Issue]] = {}
-    counts: Counter[str] = Counter()
-    label_counts: Counter[str] = Counter()
-    file_format: Format | None = None
-    # Compact arrays, not lists of Python ints: a million examples cost megabytes, not hundreds.
-    tokens, lines, n_messages = array("q"), array("q"), array("q")
-    hashes, input_hashes = array("Q"), array("Q")
-    pending: list[tuple[Format, dict[str, Any], int]] = []
-
-    def add(issue: Issue) -> None:
-        counts[issue.code] += 1
-        bucket = issues.setdefault(issue.code, [])
-        if len(bucket) < MAX_ISSUES_PER_CODE:
-            bucket.append(issue)
-
-    def flush() -> None:
-        sizes = target.count([(f, o) for f, o, _ in pending]) if count_tokens else [0] * len(pending)
-        for (fmt, obj, line), n in zip(pending, sizes, strict=True):
-            tokens.append(n)
-            for issue in target.check_example(fmt, obj, line, n):
-                add(issue)
-        pending.clear()
-
-    examples = 0
-    for ln in iter_lines(path):
-        if ln.issue is not None:
-            add(ln.issue)
-            if ln.obj is None:
-                continue
-        obj = ln.obj
-        if not isinstance(obj, dict):
-            add(Issue(line=ln.number, code="not_an_object", message=f"line is a JSON {type(obj).__name__}"))
-            continue
-        fmt = detect_format(obj)
-        if fmt is None:
-            add(Issue(line=ln.number, code="unknown_format", message=f"keys {sorted(obj)[:6]} match no format"))
-            continue
-        if file_format is None:
-            file_format = fmt
-        elif fmt != file_format:
-            add(Issue(line=ln.number, code="mixed_formats", message=f"{fmt} example in a {file_format} file"))
-            continue
-        examples += 1
-        found = check(fmt, obj, ln.number, allowed)
-        for issue in found:
-            add(issue)
-        if fmt == "classification" and "label" in obj:
-            label_counts[label_str(obj["label"])] += 1
-        hashes.append(_hash(obj if fmt != "classification" else [obj.get("text"), obj.get("label")]))
-        input_hashes.append(_hash(_input_part(fmt, obj)))
-        lines.append(ln.number)
-        msgs = obj.get("messages") if fmt == "chat" else None
-        n_messages.append(len(msgs) if isinstance(msgs, list) else 0)
-        if any(i.level == "error" for i in found):
-            tokens.append(0)  # keep arrays aligned; broken examples are not counted
-            continue
-        pending.append((fmt, obj, ln.number))
-        if len(pending) >= CHUNK:
-            flush()
-    flush()
+    workers = min(os.cpu_count() or 1, 8)
+    size = path.stat().st_size if path.exists() else 0
+    if workers > 1 and size >= PARALLEL_MIN_BYTES and "fork" in mp.get_all_start_methods():
+        file_format = _first_format(path)
+        _FORK_ARGS = (path, target, allowed, count_tokens, file_format)
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                parts = pool.starmap(_scan_range_in_worker, _ranges(path, workers))
+        finally:
+            _FORK_ARGS = ()
+        part = parts[0]
+        for other in parts[1:]:
+            part.merge(other)
+    else:
+        part = _scan_range(path, target, allowed, count_tokens, 0, None, 1, None)
+        file_format = _first_format(path) if part.examples else None
+    add, counts, examples, label_counts = part.add, part.counts, part.examples, part.label_counts
+    tokens, lines, hashes = part.tokens, part.lines, part.hashes
 
     if examples == 0 and not counts:
         add(Issue(line=None, code="empty_file", message="the file holds no examples"))
@@ -213,7 +302,7 @@ def scan(
     for issue in target.check_file(file_format, examples):
         add(issue)
 
-    hash_arr = np.frombuffer(hashes, dtype=np.uint64)
+    hash_arr = np.frombuffer(hashes, dtype=np.int64)
     if len(hash_arr):
         _, first = np.unique(hash_arr, return_index=True)
         line_arr = np.frombuffer(lines, dtype=np.int64)
@@ -222,6 +311,8 @@ def scan(
         for line in line_arr[dup_mask][:MAX_ISSUES_PER_CODE]:
             add(Issue(line=int(line), code="duplicate_example", message="same example as an earlier line"))
         counts["duplicate_example"] = int(dup_mask.sum())
+    issues = part.issues
+    input_hashes, n_messages = part.input_hashes, part.n_messages
 
     ordered = sorted((i for bucket in issues.values() for i in bucket), key=lambda i: (i.line or 0, i.code))
     report = ValidationReport(
@@ -234,12 +325,13 @@ def scan(
         error_counts={c: n for c, n in sorted(counts.items()) if n and _level(c) == "error"},
         warning_counts={c: n for c, n in sorted(counts.items()) if n and _level(c) == "warning"},
         label_counts=dict(sorted(label_counts.items())),
+        total_tokens=int(np.frombuffer(tokens, dtype=np.int64).sum()) if count_tokens else None,
     )
     return ScanResult(
         report,
         tokens=np.frombuffer(tokens, dtype=np.int64),
         hashes=hash_arr,
-        input_hashes=np.frombuffer(input_hashes, dtype=np.uint64),
+        input_hashes=np.frombuffer(input_hashes, dtype=np.int64),
         lines=np.frombuffer(lines, dtype=np.int64),
         n_messages=np.frombuffer(n_messages, dtype=np.int64),
         limit=target.max_tokens,

@@ -1,0 +1,34 @@
+"""Evaluation: one judge for base models, OpenAI fine-tunes and local or remote LoRAs.
+
+::
+
+    report = ftkit.evaluate(job.model(), "test.jsonl", calibrate="platt")
+    report.metrics["accuracy"], report.metrics["p_value_vs_majority"]
+    report.print(); report.to_html("report.html"); report.to_json()
+    ftkit.compare({"base": base, "lora": lora, "openai": "openai_preds.jsonl"}, "test.jsonl").print()
+
+Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibration``,
+``significance``, ``report`` (tables and JSON), ``plots`` and ``html``.
+"""
+
+from ftkit.evaluate.api import compare, evaluate
+from ftkit.evaluate.calibration import Calibrator, cross_fit
+from ftkit.evaluate.predictions import Prediction, Reference, load_predictions, load_reference, write_predictions
+from ftkit.evaluate.report import ComparisonReport, EvaluationReport
+from ftkit.evaluate.significance import binomial_p_value, mcnemar_exact
+
+__all__ = [
+    "Calibrator",
+    "ComparisonReport",
+    "EvaluationReport",
+    "Prediction",
+    "Reference",
+    "binomial_p_value",
+    "compare",
+    "cross_fit",
+    "evaluate",
+    "load_predictions",
+    "load_reference",
+    "mcnemar_exact",
+    "write_predictions",
+]
