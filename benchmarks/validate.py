@@ -23,7 +23,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-WORDS = ["the", "model", "should", "answer", "in", "json", "with", "fields", "name", "date", "amount", "currency", "status", "reason", "invoice", "customer", "order", "shipped", "pending", "refund", "please", "thanks", "hello", "price", "total", "tax", "discount", "support", "ticket", "urgent", "schedule", "meeting", "tomorrow", "report", "summary", "quarter", "revenue", "growth", "risk", "policy", "contract"]
+_VOCABULARY = (
+    "the model should answer in json with fields name date amount currency status reason invoice "
+    "customer order shipped pending refund please thanks hello price total tax discount support "
+    "ticket urgent schedule meeting tomorrow report summary quarter revenue growth risk policy "
+    "contract"
+)
+WORDS = tuple(_VOCABULARY.split())
 
 
 def generate(path: Path, lines: int, seed: int = 0) -> None:
@@ -31,14 +37,18 @@ def generate(path: Path, lines: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as f:
         for i in range(lines):
+
             def text(mean: float) -> str:
                 n = max(1, int(rng.lognormvariate(mean, 0.6)))
                 return " ".join(rng.choice(WORDS) for _ in range(n))
-            ex = {"messages": [
-                {"role": "system", "content": "You turn requests into JSON. Ticket %d." % i},
-                {"role": "user", "content": text(3.0)},
-                {"role": "assistant", "content": text(2.5)},
-            ]}
+
+            ex = {
+                "messages": [
+                    {"role": "system", "content": f"You turn requests into JSON. Ticket {i}."},
+                    {"role": "user", "content": text(3.0)},
+                    {"role": "assistant", "content": text(2.5)},
+                ]
+            }
             f.write(json.dumps(ex) + "\n")
 
 
@@ -96,8 +106,12 @@ def cookbook(path: str) -> dict:
         convo_lens.append(num_tokens_from_messages(messages))
         assistant_lens.append(sum(len(encoding.encode(m["content"])) for m in messages if m["role"] == "assistant"))
     n_too_long = sum(n > 65536 for n in convo_lens)
-    return {"examples": len(dataset), "errors": sum(format_errors.values()), "tokens": sum(convo_lens),
-            "too_long": n_too_long}
+    return {
+        "examples": len(dataset),
+        "errors": sum(format_errors.values()),
+        "tokens": sum(convo_lens),
+        "too_long": n_too_long,
+    }
 
 
 def ftkit_side(path: str) -> dict:
@@ -119,6 +133,11 @@ def _child(which: str, path: str) -> None:
     print(json.dumps({"recipe": which, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1), **result}))
 
 
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -129,18 +148,28 @@ def main() -> None:
     if args.child:
         _child(*args.child)
         return
-    if not args.file.exists() or sum(1 for _ in open(args.file, "rb")) != args.lines:
+    if not args.file.exists() or _count_lines(args.file) != args.lines:
         generate(args.file, args.lines)
     runs = []
     for which in ("ftkit", "cookbook"):
-        out = subprocess.run([sys.executable, __file__, "--child", which, str(args.file)], capture_output=True,
-                             text=True, check=True, env={**os.environ})
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", which, str(args.file)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ},
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     f, c = runs
     assert f["tokens"] == c["tokens"], "both sides must count the same tokens"
-    result = {"lines": args.lines, "file_mb": round(args.file.stat().st_size / 2**20, 1), "runs": runs,
-              "speedup_vs_cookbook": round(c["seconds"] / f["seconds"], 2), "cpu_count": os.cpu_count()}
+    result = {
+        "lines": args.lines,
+        "file_mb": round(args.file.stat().st_size / 2**20, 1),
+        "runs": runs,
+        "speedup_vs_cookbook": round(c["seconds"] / f["seconds"], 2),
+        "cpu_count": os.cpu_count(),
+    }
     print(json.dumps(result, indent=2))
     out = args.out or Path(__file__).parent / "results" / f"{time.strftime('%Y-%m-%d')}-validate.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
