@@ -153,3 +153,9 @@ def test_parallel_scan_matches_sequential(tmp_path: Path, monkeypatch: pytest.Mo
     assert sequential.error_counts == {"invalid_json": 1, "no_assistant_message": 1, "not_an_object": 1}
     assert sequential.warning_counts["duplicate_example"] == 1700
     assert Dataset.load(path).stats(target=target) == Dataset.load(path).stats(target=target)
+
+
+def test_docs_list_every_code() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "data-formats.md").read_text()
+    missing = [c for c in CODES if f"| `{c}` |" not in doc]
+    assert not missing, f"docs/data-formats.md lacks {missing}"
