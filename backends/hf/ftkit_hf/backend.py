@@ -1,0 +1,393 @@
+"""HFBackend: local fine-tuning in a detached worker process, followed through its job folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ftkit.atomic import atomic_write_text
+from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.errors import BackendUnavailableError, ConfigError, JobError
+from ftkit.events import Event, JobStatus
+from ftkit.paths import cache_dir
+from ftkit.predictor import Predictor
+from ftkit.spec import JobSpec
+from ftkit_hf.config import HFConfig
+from ftkit_hf.jobfiles import TERMINAL, JobFiles
+from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
+
+__all__ = ["HFBackend", "HFConfig"]
+
+_STATUS = {
+    "starting": JobStatus.QUEUED,
+    "running": JobStatus.RUNNING,
+    "succeeded": JobStatus.SUCCEEDED,
+    "failed": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
+}
+# Training FLOPs per token ≈ 4 × parameters for LoRA (forward 2N + backward through activations 2N;
+# frozen weights need no weight gradients), 6 × N for full fine-tuning. Sustained FLOP/s per device
+# class are rough [guess] figures, calibrated on CPU with the measured ~600 tokens/s of SmolLM2-135M
+# (docs/backends/hf.md); a measured speed from an earlier job on this machine replaces them.
+_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12}
+_DEFAULT_WATTS = {"cpu": 65.0, "cuda": 350.0, "mps": 30.0}
+
+
+class HFBackend(Backend):
+    """Fine-tune with transformers + peft on this machine's CPU, CUDA GPU or Apple GPU."""
+
+    name: ClassVar[str] = "hf"
+    config_model: ClassVar[type[BackendConfig]] = HFConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        tasks=frozenset({"chat", "classification", "completion"}),
+        supports_resume_from_checkpoint=True,
+        supports_classification_head=True,
+        needs_network=False,
+        spends_money=False,
+        poll_interval=1.0,
+    )
+
+    # ------------------------------------------------------------------ setup
+    def default_model(self, task: str) -> str:
+        """SmolLM2-135M-Instruct for every task (MiniLM is picked by ``head="sequence_classification"``)."""
+        return DEFAULT_CAUSAL
+
+    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
+        """``hf:<folder>``: the model's tokenizer, chat template and context decide what is valid."""
+        assert isinstance(config, HFConfig)
+        return f"hf:{self._model_for(spec, config).path}"
+
+    def describe(self) -> str:
+        """E.g. ``CPU, bf16 (AMX), 2 threads``."""
+        try:
+            from ftkit_hf.engine.device import describe_device
+
+            return describe_device()
+        except Exception as e:  # describe() must never fail: it is a listing
+            return f"unavailable ({e})"
+
+    def _model_for(self, spec: JobSpec, config: HFConfig) -> ResolvedModel:
+        name = spec.model or (DEFAULT_ENCODER if config.head == "sequence_classification" else DEFAULT_CAUSAL)
+        return resolve_model(name)
+
+    def _head(self, spec: JobSpec, config: HFConfig, model: ResolvedModel) -> str:
+        if model.kind == "encoder":
+            if spec.task != "classification":
+                raise ConfigError(f"[hf] model {spec.model!r} is an encoder: it can only train classification")
+            if config.head == "generative":
+                raise ConfigError("[hf] head='generative' needs a causal (decoder) model, not an encoder")
+            return "sequence_classification"
+        if config.head == "sequence_classification":
+            if spec.task != "classification":
+                raise ConfigError("[hf] head='sequence_classification' only applies to classification")
+            return "sequence_classification"
+        return "generative"
+
+    def _max_length(self, model: ResolvedModel, config: HFConfig) -> tuple[int, int | None]:
+        cfg = json.loads((model.path / "config.json").read_text(encoding="utf-8"))
+        context = cfg.get("max_position_embeddings")
+        if config.max_length is not None:
+            if context and config.max_length > context:
+                raise ConfigError(f"[hf] max_length {config.max_length} exceeds the model's context ({context} tokens)")
+            return config.max_length, context
+        return min(context or 2048, 2048 if model.kind == "causal" else 512), context
+
+    def check(self, spec: JobSpec, config: BackendConfig) -> None:
+        """Resolve (and convert once) the model; refuse QLoRA without CUDA + bitsandbytes; tokenize the data.
+
+        Tokenizing here turns a label outside ``labels`` or an over-long example into a DatasetError
+        naming the file and line before anything is started.
+        """
+        assert isinstance(config, HFConfig)
+        if spec.task == "preference":
+            raise ConfigError("[hf] preference (DPO) training is not supported by the hf backend")
+        if config.method == "qlora":
+            from ftkit_hf.quant import qlora_unavailable_reason
+
+            reason = qlora_unavailable_reason()
+            if reason:
+                raise BackendUnavailableError(f"[hf] {reason}")
+        self._prepare(spec, config)
+
+    def _prepare(self, spec: JobSpec, config: HFConfig) -> dict[str, Any]:
+        """Everything the worker needs, computed once: model, head, labels, lengths, token counts."""
+        from transformers import AutoTokenizer
+
+        from ftkit_hf.examples import infer_labels, prepare_file, prepare_head_file
+
+        model = self._model_for(spec, config)
+        head = self._head(spec, config, model)
+        max_length, context = self._max_length(model, config)
+        labels = spec.labels
+        if spec.task == "classification" and labels is None:
+            labels = infer_labels(spec.train)
+        tok = AutoTokenizer.from_pretrained(str(model.path))
+        tokens = {}
+        for field in ("train", "validation"):
+            path = getattr(spec, field)
+            if path is None:
+                continue
+            if head == "sequence_classification":
+                assert labels is not None
+                tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)[1]
+            else:
+                tokens[field] = prepare_file(path, task=spec.task, tokenizer=tok, labels=labels,
+                                             preamble=spec.preamble, max_length=max_length,
+                                             overlength=config.overlength, context=context).tokens
+        return {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens}
+
+    # ------------------------------------------------------------------ estimate
+    def estimate(self, ctx: JobContext) -> CostEstimate | None:
+        """Hours from the training tokens and a speed (measured here before, or derived from FLOPs);
+        electricity cost from the device's power draw × hours × price per kWh."""
+        config = self._config(ctx)
+        prep = self._prepare(ctx.spec, config)
+        from ftkit_hf.engine.device import plan_device
+
+        plan = plan_device(config.device, config.precision, config.threads)
+        epochs = ctx.spec.hyperparameters.epochs or 1
+        tokens = prep["tokens"].get("train", 0) * epochs
+        tps, source = self._speed(prep["model"], config, plan)
+        hours = tokens / tps / 3600
+        watts = config.power_watts or _DEFAULT_WATTS.get(plan.device, 65.0)
+        usd = watts / 1000 * hours * config.usd_per_kwh
+        return CostEstimate(
+            usd=round(usd, 6), hours=hours, billed_tokens=tokens,
+            assumptions=[
+                f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}, "
+                f"{prep['model'].name} tokenizer)",
+                f"{tps:,.0f} tokens/s on {plan.describe()} ({source})",
+                f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh; electricity only, hardware not counted",
+            ],
+        )
+
+    def _speed(self, model: ResolvedModel, config: HFConfig, plan: Any) -> tuple[float, str]:
+        if config.tokens_per_second:
+            return config.tokens_per_second, "from the config"
+        measured = cache_dir() / "hf-throughput.json"
+        if measured.is_file():
+            try:
+                data = json.loads(measured.read_text(encoding="utf-8"))
+                key = f"{model.name}|{plan.describe()}|{config.method}"
+                if key in data:
+                    return float(data[key]), "measured by an earlier job on this machine"
+            except (OSError, ValueError):
+                pass
+        size = sum(f.stat().st_size for f in model.path.glob("*.safetensors")) or 270e6
+        n_params = size / (2 if _stored_bf16(model.path) else 4)
+        per_token = (6 if config.method == "full" else 4) * n_params
+        key = f"cpu-{plan.precision}" if plan.device == "cpu" else plan.device
+        return _SUSTAINED_FLOPS[key] / per_token, "default for this device class, not measured here"
+
+    @staticmethod
+    def _config(ctx: JobContext) -> HFConfig:
+        if isinstance(ctx.config, HFConfig):
+            return ctx.config
+        return HFConfig.model_validate(ctx.config.model_dump() if isinstance(ctx.config, BackendConfig) else ctx.config)
+
+    # ------------------------------------------------------------------ lifecycle
+    def submit(self, ctx: JobContext) -> str:
+        """Copy the data into the job folder, write spec.json and start the worker detached."""
+        config = self._config(ctx)
+        prep = self._prepare(ctx.spec, config)
+        files = JobFiles(ctx.workdir)
+        files.data.mkdir(parents=True, exist_ok=True)
+        data = {}
+        for field in ("train", "validation"):
+            src = getattr(ctx.spec, field)
+            if src is not None:
+                dst = files.data / f"{field}.jsonl"
+                shutil.copyfile(src, dst)  # the user's file is only read; the worker reads this copy
+                data[field] = str(dst.resolve())
+        spec = {
+            "job_id": ctx.id,
+            "task": ctx.spec.task,
+            "model": prep["model"].name,
+            "model_path": str(prep["model"].path),
+            "model_kind": prep["model"].kind,
+            "head": prep["head"],
+            "labels": prep["labels"],
+            "preamble": ctx.spec.preamble,
+            "max_length": prep["max_length"],
+            "train": data["train"],
+            "validation": data.get("validation"),
+            "hyperparameters": ctx.spec.hyperparameters.model_dump(),
+            "config": config.model_dump(),
+        }
+        atomic_write_text(files.spec, json.dumps(spec, indent=1))
+        pid = self._start_worker(ctx, files, config)
+        return f"local-{pid}"
+
+    def _start_worker(self, ctx: JobContext, files: JobFiles, config: HFConfig) -> int:
+        cmd = [sys.executable, "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
+        if config.launcher != "python":
+            n = config.num_processes or _gpu_count() or 1
+            if config.launcher == "torchrun":
+                cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
+                       "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
+            else:
+                cmd = [sys.executable, "-m", "accelerate.commands.launch", f"--num_processes={n}",
+                       "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        files.write_status("starting", error=None)
+        with files.log.open("ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env, cwd=str(files.root))
+        ctx.state.update(pid=proc.pid, pid_started=_create_time(proc.pid), started=time.time())
+        ctx.state.setdefault("events_offset", 0)
+        ctx.state.setdefault("events_line", 0)
+        return proc.pid
+
+    def poll(self, ctx: JobContext) -> PollResult:
+        """New events since the last poll, the worker's status, and a dead worker noticed."""
+        files = JobFiles(ctx.workdir)
+        events = self._read_events(ctx, files)
+        st = files.read_status() or {"status": "starting"}
+        vendor = st.get("status", "starting")
+        status = _STATUS.get(vendor)
+        if status is None:
+            return PollResult(status=JobStatus.FAILED, backend_status=vendor, events=events,
+                              error=f"unknown worker status {vendor!r}")
+        error = st.get("error")
+        if vendor not in TERMINAL and not self._alive(ctx):
+            step = files.latest_checkpoint_step()
+            hint = (f"; a checkpoint at step {step} exists: resume the job to continue from it" if step
+                    else "; no checkpoint was written")
+            error = f"the worker process died without finishing{hint}. Log tail:\n{files.log_tail()}"
+            status, vendor = JobStatus.FAILED, "died"
+        model = str(files.model) if status is JobStatus.SUCCEEDED else None
+        return PollResult(status=status, backend_status=vendor, events=events, model=model, error=error)
+
+    def _read_events(self, ctx: JobContext, files: JobFiles) -> list[Event]:
+        offset = int(ctx.state.get("events_offset", 0))
+        line_no = int(ctx.state.get("events_line", 0))
+        try:
+            with files.events.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        out: list[Event] = []
+        end = chunk.rfind(b"\n") + 1  # only complete lines; a half-written one is read next time
+        for raw in chunk[:end].splitlines():
+            line_no += 1
+            try:
+                obj = json.loads(raw)
+                out.append(Event(time=obj.get("time", time.time()), level=obj.get("level", "info"),
+                                 kind=obj.get("kind", "message"), message=obj.get("message", ""),
+                                 data=obj.get("data", {}), key=f"line-{line_no}"))
+            except (ValueError, TypeError):
+                out.append(Event(level="warning", message=f"unreadable event line {line_no}", key=f"line-{line_no}"))
+        ctx.state["events_offset"] = offset + end
+        ctx.state["events_line"] = line_no
+        return out
+
+    def _alive(self, ctx: JobContext) -> bool:
+        import psutil
+
+        pid = ctx.state.get("pid")
+        if not pid:
+            return False
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child, so it does not linger as a zombie
+        except ChildProcessError:
+            pass
+        try:
+            proc = psutil.Process(pid)
+            if ctx.state.get("pid_started") and abs(proc.create_time() - ctx.state["pid_started"]) > 1:
+                return False  # the pid was reused by another process
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def cancel(self, ctx: JobContext) -> None:
+        """SIGTERM the worker (it checkpoints and writes ``cancelled``); SIGKILL if it hangs."""
+        files = JobFiles(ctx.workdir)
+        if not self._alive(ctx):
+            st = files.read_status() or {}
+            if st.get("status") not in TERMINAL:
+                files.write_status("cancelled")
+            return
+        pid = int(ctx.state["pid"])
+        with _suppress_lookup():
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.time() + 120  # one training step plus a checkpoint, on a slow CPU
+        while time.time() < deadline and self._alive(ctx):
+            time.sleep(0.2)
+        if self._alive(ctx):
+            with _suppress_lookup():
+                os.killpg(pid, signal.SIGKILL)
+            files.write_status("cancelled", error="the worker did not stop within 120 s and was killed")
+        elif (files.read_status() or {}).get("status") not in TERMINAL:
+            files.write_status("cancelled")
+
+    def resume(self, ctx: JobContext) -> None:
+        """Restart the worker; the engine continues from the newest checkpoint."""
+        files = JobFiles(ctx.workdir)
+        if not files.spec.is_file():
+            raise JobError("this job was never started: nothing to resume")
+        if self._alive(ctx):
+            return
+        self._start_worker(ctx, files, self._config(ctx))
+
+    # ------------------------------------------------------------------ models
+    def load_model(self, ctx: JobContext) -> Predictor:
+        """An HFPredictor over the base model with the trained adapter (merged for speed)."""
+        from ftkit_hf.predictor import HFPredictor
+
+        files = JobFiles(ctx.workdir)
+        meta_path = files.model / "ftkit-hf.json"
+        if not meta_path.is_file():
+            raise JobError(f"job {ctx.id} has no trained model yet ({files.model} is missing)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        config = self._config(ctx)
+        return HFPredictor.load(meta["base_model"], files.model, kind=meta["kind"], labels=meta.get("labels"),
+                                preamble=meta.get("preamble"), device=config.device, precision=config.precision)
+
+    def base_model(self, model: str | None, config: BackendConfig) -> Predictor:
+        """A predictor over an untrained base model (zero-shot baseline); encoders have no head to use."""
+        from ftkit_hf.predictor import HFPredictor
+
+        cfg = config if isinstance(config, HFConfig) else HFConfig()
+        resolved = resolve_model(model or DEFAULT_CAUSAL)
+        if resolved.kind == "encoder":
+            raise ConfigError("an encoder has no trained classification head to serve zero-shot; use a causal model")
+        return HFPredictor.load(resolved.path, kind="causal", device=cfg.device, precision=cfg.precision)
+
+
+def _stored_bf16(path: Path) -> bool:
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return str(cfg.get("dtype") or cfg.get("torch_dtype")) == "bfloat16"
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)  # type: ignore[arg-type]

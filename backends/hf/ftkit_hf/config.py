@@ -1,0 +1,68 @@
+"""HFConfig: every option of the hf backend, validated (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ftkit.backend import BackendConfig
+
+
+class HFConfig(BackendConfig):
+    """Options of the local Hugging Face backend (the ``[hf]`` section of ``ftkit.toml``)."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Where to train: auto picks CUDA, then MPS, then CPU."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32."
+    )
+    method: Literal["lora", "qlora", "full"] = Field(
+        default="lora", description="LoRA adapters, QLoRA (4-bit base, CUDA + bitsandbytes), or full fine-tuning."
+    )
+    lora_r: int = Field(default=16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha/r).")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA input (0 is fastest).")
+    target_modules: list[str] | None = Field(
+        default=None, description="Modules to adapt; None picks all attention and MLP projections of the architecture."
+    )
+    head: Literal["auto", "generative", "sequence_classification"] = Field(
+        default="auto",
+        description="Classification as label generation (decoders) or with a classification head (auto for encoders).",
+    )
+    max_length: int | None = Field(
+        default=None, ge=8, description="Longest example in tokens; None: the model's context, at most 2048."
+    )
+    overlength: Literal["error", "drop"] = Field(
+        default="error", description="What to do with an example longer than max_length."
+    )
+    batch_tokens: int = Field(default=4096, ge=64, description="Real-token budget of one optimizer step.")
+    max_batch_examples: int = Field(default=64, ge=1, description="At most this many examples per step.")
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Fraction of steps warming up the LR.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    eval_every: int | None = Field(default=None, ge=1, description="Evaluate every N steps; None: once per epoch.")
+    checkpoint_every: int | None = Field(
+        default=None, ge=1, description="Checkpoint every N steps; None: once per epoch."
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="Stop after this many evaluations without a better validation loss."
+    )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; None: one per physical core.")
+    merge_adapter: bool = Field(
+        default=False, description="Also save the base model with the adapter merged in, under model/merged/."
+    )
+    launcher: Literal["python", "torchrun", "accelerate"] = Field(
+        default="python", description="How to start the worker: one process, or one per GPU under torchrun/accelerate."
+    )
+    num_processes: int | None = Field(
+        default=None, ge=1, description="Processes for torchrun/accelerate; None: one per visible GPU."
+    )
+    tokens_per_second: float | None = Field(
+        default=None, gt=0, description="Training speed for the estimate; None: measured here before, or a default."
+    )
+    power_watts: float | None = Field(
+        default=None, gt=0, description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 30 W MPS."
+    )
+    usd_per_kwh: float = Field(default=0.17, ge=0, description="Electricity price (US average residential, 2025).")

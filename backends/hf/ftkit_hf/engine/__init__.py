@@ -1,0 +1,32 @@
+"""ftkit-hf's training engine: fast, correct LoRA training of causal LMs on CPU, CUDA or MPS.
+
+::
+
+    from ftkit_hf.engine import TokenizedExample, EngineSettings, train, TrainResult, describe_device
+
+    result = train(peft_model, train_examples, valid_examples, EngineSettings(epochs=2),
+                   checkpoint_dir=job_dir / "checkpoints", on_event=print)
+
+What makes it fast (each measured in docs/performance.md):
+
+* bf16 autocast where the hardware has native bf16 (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), fp32 elsewhere;
+  threads = physical cores;
+* examples packed into one row per step with attention kept inside each example (no padding, no
+  cross-contamination), token-budget steps;
+* the LM head applied only to positions that carry a label, chunked for large vocabularies;
+* frozen base weights stored in bf16 during training.
+
+Events passed to ``on_event``:
+
+* ``{"kind": "metrics", "step", "total_steps", "epoch", "train_loss", "learning_rate", "tokens_per_second"}``
+  plus ``"valid_loss"`` on evaluation steps;
+* ``{"kind": "checkpoint", "step", "path"}``;
+* ``{"kind": "message", "message"}``.
+"""
+
+from .device import describe_device
+from .loop import train
+from .loss import Levers
+from .settings import EngineSettings, TokenizedExample, TrainResult
+
+__all__ = ["EngineSettings", "Levers", "TokenizedExample", "TrainResult", "describe_device", "train"]

@@ -1,0 +1,280 @@
+"""The training loop: steps, evaluation, checkpoints, resume, early stopping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftkit.errors import ConfigError
+
+from .batching import Batch, collate_packed, collate_padded, plan_epoch
+from .checkpoint import (
+    Position,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable,
+    restore_rng,
+    save_checkpoint,
+    trainable_state,
+)
+from .device import DevicePlan, apply_plan, plan_device
+from .loss import Levers, LossComputer
+from .precision import autocast, frozen_linear_weights_in
+from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def _has_target(ex: TokenizedExample) -> bool:
+    # Position t predicts labels[t + 1]: the first label can never be a target.
+    return any(label != IGNORE_INDEX for label in ex.labels[1:])
+
+
+def _fingerprint(lengths: Sequence[int], settings: EngineSettings, packed: bool) -> str:
+    keys = ("epochs", "batch_tokens", "max_batch_examples", "seed", "max_steps", "learning_rate", "warmup_ratio")
+    payload = json.dumps({"lengths": list(lengths), "packed": packed, **{k: getattr(settings, k) for k in keys}})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _pad_id(model: torch.nn.Module) -> int:
+    config = getattr(model, "config", None)
+    pad = getattr(config, "pad_token_id", None)
+    return pad if isinstance(pad, int) and pad >= 0 else 0
+
+
+def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup over ``warmup_steps`` (no zero-LR step), then linear decay towards 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+class _Run:
+    """State of one call to :func:`train` (kept in one object to keep the loop readable)."""
+
+    def __init__(self, model: torch.nn.Module, settings: EngineSettings, plan: DevicePlan, levers: Levers,
+                 on_event: EventSink) -> None:
+        self.model = model
+        self.settings = settings
+        self.plan = plan
+        self.on_event = on_event
+        self.loss_fn = LossComputer(model, levers)
+        self.levers = levers
+        self.pad_id = _pad_id(model)
+
+    def collate(self, examples: Sequence[TokenizedExample]) -> Batch:
+        batch = collate_packed(examples) if self.loss_fn.packed else collate_padded(examples, self.pad_id)
+        return batch.to(self.plan.device)
+
+    def step_loss(self, batch: Batch) -> torch.Tensor:
+        with autocast(self.plan.device, self.plan.autocast_dtype):
+            return self.loss_fn(batch)
+
+    @torch.no_grad()
+    def evaluate(self, data: Sequence[TokenizedExample]) -> float:
+        """Mean target cross-entropy over ``data`` (weighted by target tokens)."""
+        was_training = self.model.training
+        self.model.eval()
+        lengths = [len(ex.input_ids) for ex in data]
+        total, count = 0.0, 0
+        try:
+            for idx in plan_epoch(lengths, self.settings.batch_tokens, self.settings.max_batch_examples, 0, 0,
+                                  sort_by_length=not self.loss_fn.packed):
+                batch = self.collate([data[i] for i in idx])
+                if batch.label_tokens == 0:
+                    continue
+                total += float(self.step_loss(batch)) * batch.label_tokens
+                count += batch.label_tokens
+        finally:
+            self.model.train(was_training)
+        return total / count if count else float("nan")
+
+
+def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
+          valid_data: Sequence[TokenizedExample] | None, settings: EngineSettings, *, checkpoint_dir: Path,
+          on_event: EventSink, should_stop: Callable[[], bool] = lambda: False,
+          levers: Levers | None = None) -> TrainResult:
+    """Train the trainable parameters of ``model`` (LoRA adapters, usually) on tokenized examples.
+
+    Resumes from the newest complete checkpoint in ``checkpoint_dir`` if there is one. Deterministic given
+    ``settings.seed`` (on the same hardware and thread count).
+
+    Args:
+        model: a causal LM module (e.g. a ``peft.PeftModel`` over ``LlamaForCausalLM``); trained in place.
+        train_data: training examples.
+        valid_data: validation examples, or None / empty for none.
+        settings: how to train.
+        checkpoint_dir: where ``step-N`` checkpoints are written and resumed from.
+        on_event: receives ``metrics``, ``checkpoint`` and ``message`` events (see the package docstring).
+        should_stop: polled between steps; when it returns True a checkpoint is written and train returns.
+        levers: speed levers (benchmarks only; the defaults are the fast path).
+
+    Returns:
+        What was done.
+
+    Raises:
+        ConfigError: no example has a target, the model has nothing to train, or the checkpoint folder
+            holds a checkpoint of a different run.
+    """
+    levers = levers or Levers()
+    plan = plan_device(settings.device, settings.precision, settings.threads)
+    apply_plan(plan)
+    checkpoint_dir = Path(checkpoint_dir)
+    torch.manual_seed(settings.seed)
+    model.to(plan.device)
+    run = _Run(model, settings, plan, levers, on_event)
+
+    examples = [ex for ex in train_data if _has_target(ex)]
+    if len(examples) < len(train_data):
+        on_event({"kind": "message", "message": f"{len(train_data) - len(examples)} training examples have no "
+                                               "target token and are skipped"})
+    if not examples:
+        raise ConfigError("no training example has a token to learn (all labels are -100)")
+    valid = [ex for ex in (valid_data or []) if _has_target(ex)]
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters (was the LoRA adapter attached?)")
+
+    lengths = [len(ex.input_ids) for ex in examples]
+    plans = [plan_epoch(lengths, settings.batch_tokens, settings.max_batch_examples, settings.seed, epoch,
+                        sort_by_length=not run.loss_fn.packed) for epoch in range(settings.epochs)]
+    total_steps = sum(len(p) for p in plans)
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    fingerprint = _fingerprint(lengths, settings, run.loss_fn.packed)
+
+    optimizer = torch.optim.AdamW([p for _, p in params], lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay,
+                                  **({"fused": True} if plan.device == "cuda" else {"foreach": True}))
+    warmup = math.ceil(total_steps * settings.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
+
+    pos = Position(step=0, epoch=0, batch_index=0, fingerprint=fingerprint)
+    best: dict[str, torch.Tensor] | None = None
+    resume_from = latest_checkpoint(checkpoint_dir)
+    if resume_from is not None:
+        loaded = load_checkpoint(resume_from)
+        if loaded.position.fingerprint != fingerprint:
+            raise ConfigError(f"{resume_from} belongs to a run with other data or settings; "
+                              "use an empty checkpoint folder")
+        pos, best = loaded.position, loaded.best
+        load_trainable(model, loaded.trainable)
+        optimizer.load_state_dict(loaded.state["optimizer"])
+        scheduler.load_state_dict(loaded.state["scheduler"])
+        restore_rng(loaded.state)
+        on_event({"kind": "message", "message": f"resumed from {resume_from.name}"})
+    else:
+        on_event({"kind": "message", "message": f"training on {plan.describe()}; {run.loss_fn.route}; "
+                                               f"{total_steps} steps"})
+
+    def result(stopped: bool) -> TrainResult:
+        done_epochs = pos.epoch + (pos.batch_index / len(plans[pos.epoch]) if pos.epoch < len(plans) else 0.0)
+        return TrainResult(steps=pos.step, epochs_done=round(done_epochs, 4), final_train_loss=pos.last_train_loss,
+                           best_valid_loss=pos.best_valid_loss, stopped=stopped, early_stopped=pos.early_stopped,
+                           tokens_per_second=pos.train_tokens / pos.train_seconds if pos.train_seconds else 0.0)
+
+    def checkpoint() -> None:
+        path = save_checkpoint(checkpoint_dir, pos, model, optimizer, scheduler, best)
+        on_event({"kind": "checkpoint", "step": pos.step, "path": str(path)})
+
+    def finish() -> None:
+        if best is not None and settings.early_stopping_patience is not None:
+            load_trainable(model, best)
+            on_event({"kind": "message", "message": f"restored the weights of the best validation loss "
+                                                   f"({pos.best_valid_loss:.4f})"})
+
+    if pos.done:
+        finish()
+        return result(stopped=False)
+
+    log_every = max(1, total_steps // 100)
+    window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
+    last_checkpoint_step = pos.step if resume_from is not None else -1
+    model.train()
+    bf16_storage = plan.autocast_dtype if levers.bf16_frozen_weights else None
+    tied_head = (run.loss_fn.head,) if run.loss_fn.head is not None else ()
+    with run.loss_fn.context(), frozen_linear_weights_in(model, bf16_storage, skip=tied_head):
+        while pos.step < total_steps and pos.epoch < len(plans):
+            steps_of_epoch = plans[pos.epoch]
+            if pos.batch_index >= len(steps_of_epoch):
+                pos.epoch, pos.batch_index = pos.epoch + 1, 0
+                continue
+            if should_stop():
+                checkpoint()
+                return result(stopped=True)
+            batch = run.collate([examples[i] for i in steps_of_epoch[pos.batch_index]])
+            started = time.perf_counter()
+            loss = run.step_loss(batch)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.detach().item()  # syncs the device, so the timing below is honest
+            seconds = time.perf_counter() - started
+            pos.step += 1
+            pos.batch_index += 1
+            pos.train_seconds += seconds
+            pos.train_tokens += batch.real_tokens
+            window_loss += loss_value
+            window_steps += 1
+            window_tokens += batch.real_tokens
+            window_seconds += seconds
+            epoch_end = pos.batch_index >= len(steps_of_epoch)
+            last = pos.step >= total_steps
+            if epoch_end:
+                pos.epoch, pos.batch_index = pos.epoch + 1, 0
+
+            evaluate = bool(valid) and (
+                (settings.eval_every is not None and pos.step % settings.eval_every == 0)
+                or (settings.eval_every is None and epoch_end) or last)
+            event: dict[str, Any] | None = None
+            if evaluate or last or pos.step % log_every == 0:
+                pos.last_train_loss = window_loss / window_steps
+                event = {"kind": "metrics", "step": pos.step, "total_steps": total_steps,
+                         "epoch": round(pos.epoch + pos.batch_index / len(plans[min(pos.epoch, len(plans) - 1)]), 4)
+                         if not epoch_end else float(pos.epoch),
+                         "train_loss": pos.last_train_loss, "learning_rate": optimizer.param_groups[0]["lr"],
+                         "tokens_per_second": window_tokens / window_seconds if window_seconds else 0.0}
+                window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
+            if evaluate:
+                valid_loss = run.evaluate(valid)
+                assert event is not None
+                event["valid_loss"] = valid_loss
+                if pos.best_valid_loss is None or valid_loss < pos.best_valid_loss:
+                    pos.best_valid_loss, pos.bad_evals = valid_loss, 0
+                    if settings.early_stopping_patience is not None:
+                        best = trainable_state(model)
+                else:
+                    pos.bad_evals += 1
+                    if settings.early_stopping_patience is not None \
+                            and pos.bad_evals >= settings.early_stopping_patience:
+                        pos.early_stopped = True
+            if event is not None:
+                on_event(event)
+            if pos.early_stopped or last:
+                pos.done = True
+                if pos.early_stopped:
+                    on_event({"kind": "message", "message": f"early stopping: no better validation loss in "
+                                                           f"{pos.bad_evals} evaluations"})
+                checkpoint()
+                last_checkpoint_step = pos.step
+                break
+            if (settings.checkpoint_every is not None and pos.step % settings.checkpoint_every == 0) \
+                    or (settings.checkpoint_every is None and epoch_end):
+                checkpoint()
+                last_checkpoint_step = pos.step
+    if not pos.done:  # ran out of plan without hitting `last` (cannot happen, kept for safety)
+        pos.done = True
+        if last_checkpoint_step != pos.step:
+            checkpoint()
+    finish()
+    return result(stopped=False)

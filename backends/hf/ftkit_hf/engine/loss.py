@@ -1,0 +1,158 @@
+"""The training loss, computed only where there is something to learn.
+
+A causal LM head multiplies every hidden state by the whole vocabulary (49k-152k columns), and the usual
+recipe does so for every position, then throws most of it away because prompt tokens carry label -100.
+For a known decoder architecture (Llama, Qwen2/3, Mistral) the engine instead runs the decoder stack to get
+hidden states, picks the positions that have a target, and applies the LM head there only, in chunks with
+recomputation when the logits would be large (a long answer over a 152k vocabulary). Unknown architectures
+fall back to ``model(...).logits`` on padded batches: slower, but correct for anything that is a causal LM.
+
+The loss of a step is the mean cross-entropy over all target positions of the step, in fp32 whatever the
+autocast precision, so a packed step and the same examples unpacked give the same number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .attention import varlen_attention
+from .batching import Batch
+from .settings import IGNORE_INDEX
+
+# Architectures whose `.model` returns the final (normed) hidden states that `lm_head` maps to logits
+# with nothing in between (no logit soft-capping or scaling).
+KNOWN_DECODERS = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+# Above this many logits per chunk (~128 MiB in fp32) the head is applied chunk by chunk and recomputed in
+# the backward pass instead of keeping every chunk's logits alive.
+CHUNK_LOGITS = 1 << 25
+
+
+@dataclass
+class Levers:
+    """The engine's speed levers, all on by default; the benchmark turns them off one at a time.
+
+    Attributes:
+        packing: pack a step's examples into one row with per-example attention (else padded batches).
+        label_only_logits: apply the LM head only where a target exists (else on every position).
+        bf16_frozen_weights: under bf16, keep the frozen base weights in bf16 during training so autocast
+            does not recast them on every forward and backward pass.
+        compile: ``torch.compile`` the decoder stack (off by default: on CPU with variable shapes the
+            recompilations cost more than they save; see docs/performance.md).
+    """
+
+    packing: bool = True
+    label_only_logits: bool = True
+    bf16_frozen_weights: bool = True
+    compile: bool = False
+
+
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    get = getattr(model, "get_base_model", None)  # peft.PeftModel
+    return get() if callable(get) else model
+
+
+class LossComputer:
+    """Computes the mean target cross-entropy of a batch for one model, by the fastest correct route."""
+
+    def __init__(self, model: torch.nn.Module, levers: Levers) -> None:
+        self.model = model
+        base = _base_model(model)
+        self.config = getattr(base, "config", None)
+        model_type = getattr(self.config, "model_type", None)
+        decoder = getattr(base, "model", None)
+        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        self.known = (model_type in KNOWN_DECODERS and isinstance(decoder, torch.nn.Module)
+                      and isinstance(head, torch.nn.Linear)
+                      and getattr(self.config, "final_logit_softcapping", None) is None)
+        self.decoder = decoder if self.known else None
+        self.head = head if self.known else None
+        self.packed = self.known and levers.packing
+        self.label_only = self.known and levers.label_only_logits
+        self._decoder_call: Any = self.decoder
+        if self.known and levers.compile:
+            self._decoder_call = torch.compile(self.decoder, dynamic=True)
+
+    @property
+    def route(self) -> str:
+        """A short description of the route taken, for the job log."""
+        if not self.known:
+            return "generic (padded batches, full logits)"
+        layout = "packed with per-example attention" if self.packed else "padded batches"
+        logits = "label-only logits" if self.label_only else "full logits"
+        return f"{layout}, {logits}"
+
+    def context(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which forward passes must run (switches the attention implementation when packing)."""
+        if self.packed and self.config is not None:
+            return varlen_attention(self.config)
+        return contextlib.nullcontext()
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over the batch's target positions (fp32 scalar, differentiable)."""
+        if not self.known:
+            return self._generic(batch)
+        if self.packed:
+            out = self._decoder_call(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                                     ftkit_seq_lengths=batch.seq_lengths, cu_seq_lens_q=batch.cu_seqlens,
+                                     cu_seq_lens_k=batch.cu_seqlens)
+        else:
+            out = self._decoder_call(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        hidden = out.last_hidden_state
+        assert self.head is not None
+        targets = batch.targets.reshape(-1)
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        if self.label_only:
+            keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+            hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
+        total = head_cross_entropy(hidden, self.head.weight, self.head.bias, targets)
+        return total / max(1, batch.label_tokens)
+
+    def _generic(self, batch: Batch) -> torch.Tensor:
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / max(1, batch.label_tokens)
+
+
+def _chunk_ce(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+              targets: torch.Tensor) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       targets: torch.Tensor, chunk_logits: int = CHUNK_LOGITS) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` against ``targets``, logits in fp32.
+
+    When ``rows x vocab`` exceeds ``chunk_logits`` the rows are processed in chunks whose logits are
+    recomputed during the backward pass, so peak memory holds one chunk of logits, not all of them.
+
+    Args:
+        hidden: ``[N, H]`` hidden states.
+        weight: ``[V, H]`` LM head weight.
+        bias: ``[V]`` or None.
+        targets: ``[N]`` target ids (-100 ignored).
+        chunk_logits: most logits materialised at once.
+    """
+    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else None
+    if dtype is not None and weight.dtype != dtype and not weight.requires_grad:
+        # Cast the (frozen, often tied) head once per step instead of once per chunk.
+        weight = weight.to(dtype)
+    rows = hidden.shape[0]
+    if rows == 0:
+        return hidden.sum() * 0.0
+    vocab = weight.shape[0]
+    if rows * vocab <= chunk_logits:
+        return _chunk_ce(hidden, weight, bias, targets)
+    step = max(1, chunk_logits // vocab)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows, step):
+        total = total + checkpoint(_chunk_ce, hidden[start:start + step], weight, bias, targets[start:start + step],
+                                   use_reentrant=False)
+    return total

@@ -1,0 +1,111 @@
+"""The engine's inputs and outputs: one tokenized example, the settings, the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftkit.errors import ConfigError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenizedExample:
+    """One training example, already tokenized.
+
+    Attributes:
+        input_ids: token ids of the whole example (prompt and answer).
+        labels: the same length as ``input_ids``; the token id where the loss applies, -100 elsewhere.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.labels):
+            raise ConfigError(
+                f"input_ids and labels differ in length ({len(self.input_ids)} vs {len(self.labels)})"
+            )
+
+
+@dataclass
+class EngineSettings:
+    """How to train.
+
+    Attributes:
+        epochs: passes over the training data.
+        learning_rate: peak AdamW learning rate (linear warmup, then linear decay to 0).
+        batch_tokens: token budget of one optimizer step (real tokens, no padding counted). Examples are
+            packed into a step until the budget or ``max_batch_examples`` is reached; a longer example
+            gets a step of its own.
+        max_batch_examples: at most this many examples in one step.
+        seed: fixes the data order (and torch's RNG); the same seed gives the same run.
+        precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16``, ``fp32``.
+        device: ``auto``, ``cpu``, ``cuda``, ``mps``.
+        warmup_ratio: fraction of the steps spent warming the learning rate up from 0.
+        weight_decay: AdamW weight decay.
+        max_steps: stop after this many optimizer steps (None: all epochs).
+        eval_every: evaluate every N steps (None: at the end of each epoch).
+        checkpoint_every: checkpoint every N steps (None: at the end of each epoch).
+        early_stopping_patience: stop after this many evaluations without a better validation loss;
+            the best trainable weights are restored at the end (None: no early stopping).
+        threads: CPU threads (None: one per physical core).
+    """
+
+    epochs: int = 1
+    learning_rate: float = 2e-4
+    batch_tokens: int = 4096
+    max_batch_examples: int = 64
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_steps: int | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    early_stopping_patience: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_tokens": self.batch_tokens,
+                    "max_batch_examples": self.max_batch_examples}
+        for key in ("max_steps", "eval_every", "checkpoint_every", "early_stopping_patience", "threads"):
+            if getattr(self, key) is not None:
+                positive[key] = getattr(self, key)
+        for key, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"engine setting {key} must be a positive integer, not {value!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"engine setting learning_rate must be > 0, not {self.learning_rate!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"engine setting warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"engine setting weight_decay must be >= 0, not {self.weight_decay!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"engine setting precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"engine setting device must be auto, cpu, cuda or mps, not {self.device!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes:
+        steps: optimizer steps done in total (including those before a resume).
+        epochs_done: epochs done, fractional when stopped mid-epoch.
+        final_train_loss: mean training loss over the last logging window (None if no step ran).
+        best_valid_loss: the lowest validation loss seen (None without validation data).
+        stopped: ``should_stop()`` asked to stop; a checkpoint was written.
+        early_stopped: validation loss stopped improving for ``early_stopping_patience`` evaluations.
+        tokens_per_second: real (non-pad) tokens per second of training, evaluation and checkpoints excluded.
+    """
+
+    steps: int
+    epochs_done: float
+    final_train_loss: float | None
+    best_valid_loss: float | None
+    stopped: bool
+    early_stopped: bool
+    tokens_per_second: float

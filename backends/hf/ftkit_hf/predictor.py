@@ -1,0 +1,319 @@
+"""HFPredictor: batched generation and exact label scoring over a local transformers model.
+
+``classify`` on a causal LM never samples: for each text it runs one forward pass over the prompt
+followed by every label's answer tokens, side by side, with a 4-D attention mask so that each
+label sees the prompt and its own earlier tokens only (positions restart after the prompt). The
+sum of the label tokens' log-probabilities is the label's score; a softmax over the labels gives
+probabilities that sum to one. Logits are computed only at the label positions.
+
+On an encoder with a sequence-classification head, ``classify`` is a softmax over the head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftkit.errors import ConfigError
+from ftkit.predictor import UNPARSEABLE, Classification, Messages
+from ftkit_hf.tokenize import LabelPrompter
+
+
+class HFPredictor:
+    """A Predictor over a transformers model (optionally with a LoRA adapter).
+
+    Attributes:
+        labels: the label vocabulary of a classifier, None for a generator.
+        kind: ``causal`` or ``encoder``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        kind: str = "causal",
+        labels: Sequence[str] | None = None,
+        preamble: str | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        max_length: int | None = None,
+        batch_tokens: int = 8192,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.labels = list(labels) if labels is not None else None
+        self.preamble = preamble
+        self.device = device
+        self.precision = precision
+        self.max_length = max_length
+        self.batch_tokens = batch_tokens
+        self._prompters: dict[tuple[str, ...], LabelPrompter] = {}
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        base: str | Path,
+        adapter: str | Path | None = None,
+        *,
+        kind: str = "causal",
+        labels: Sequence[str] | None = None,
+        preamble: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        merge: bool = True,
+    ) -> HFPredictor:
+        """Load a base model folder, and a PEFT adapter folder on top when given.
+
+        Args:
+            base: a local model folder (``ftkit_hf.models.resolve_model`` gives one).
+            adapter: a folder holding ``adapter_config.json``, or a full model folder (then ``base`` is unused).
+            kind: ``causal`` or ``encoder``.
+            labels: the label vocabulary for ``classify``.
+            preamble: the classification preamble the model was trained with.
+            device: ``auto``, ``cpu``, ``cuda``, ``mps``.
+            precision: ``auto``, ``bf16``, ``fp32`` (bf16 means autocast on CPU, bf16 weights on GPUs).
+            merge: fold LoRA weights into the base for faster inference.
+        """
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+        from ftkit_hf.engine.device import plan_device
+
+        plan = plan_device(device, precision)
+        adapter_path = Path(adapter) if adapter is not None else None
+        is_adapter = adapter_path is not None and (adapter_path / "adapter_config.json").is_file()
+        weights = base if adapter_path is None or is_adapter else adapter_path
+        tok_dir = adapter_path if adapter_path is not None and (adapter_path / "tokenizer_config.json").is_file() else base
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        auto = AutoModelForSequenceClassification if kind == "encoder" else AutoModelForCausalLM
+        extra: dict[str, Any] = {}
+        if kind == "encoder" and labels is not None:
+            extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                     "label2id": {lab: i for i, lab in enumerate(labels)}}
+        model = auto.from_pretrained(str(weights), dtype=torch.float32, **extra)
+        if is_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_path))
+            if merge:
+                model = model.merge_and_unload()
+        if plan.device != "cpu" and plan.precision == "bf16":
+            model = model.to(torch.bfloat16)
+        model = model.to(plan.device)
+        return cls(model, tokenizer, kind=kind, labels=labels, preamble=preamble, device=plan.device,
+                   precision=plan.precision)
+
+    # ---------------------------------------------------------------- helpers
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        with torch.inference_mode():
+            if self.device == "cpu" and self.precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+
+    def _prompter(self, labels: Sequence[str]) -> LabelPrompter:
+        key = tuple(labels)
+        if key not in self._prompters:
+            self._prompters[key] = LabelPrompter(self.tokenizer, labels, self.preamble)
+        return self._prompters[key]
+
+    def _resolve_labels(self, labels: Sequence[str] | None) -> list[str]:
+        labs = list(labels) if labels is not None else self.labels
+        if not labs or len(labs) < 2:
+            raise ConfigError("classify needs at least two labels: pass labels=[...] or load a classifier")
+        if self.kind == "encoder" and self.labels is not None and list(labs) != self.labels:
+            raise ConfigError(f"this classification head was trained on labels {self.labels}, not {list(labs)}")
+        return labs
+
+    # ---------------------------------------------------------------- generate
+    def generate(
+        self,
+        inputs: Sequence[str | Messages],
+        *,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        temperature: float = 0.0,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Answer each prompt, batched with left padding. Greedy unless ``temperature > 0``.
+
+        A string is a raw prompt (completion style); a list of messages is rendered with the chat
+        template and the assistant header.
+        """
+        if self.kind == "encoder":
+            raise ConfigError("an encoder classification model cannot generate text; use classify()")
+        texts = [
+            x if isinstance(x, str)
+            else self.tokenizer.apply_chat_template(list(x), tokenize=False, add_generation_prompt=True)
+            for x in inputs
+        ]
+        self.tokenizer.padding_side = "left"
+        out: list[str] = [""] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        gen_kwargs |= {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        gen_kwargs |= kwargs
+        with self._inference():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                     add_special_tokens=not self._has_template(texts[idx[0]])).to(self.device)
+                gen = self.model.generate(**enc, **gen_kwargs)
+                new = gen[:, enc["input_ids"].shape[1] :]
+                for i, row in zip(idx, new, strict=True):
+                    out[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return out
+
+    def _has_template(self, text: str) -> bool:
+        # A rendered chat prompt already carries its special tokens (BOS included where the template has it).
+        bos = self.tokenizer.bos_token
+        return bool(bos) and text.startswith(bos)
+
+    # ---------------------------------------------------------------- classify
+    def classify(
+        self,
+        texts: Sequence[str],
+        *,
+        labels: Sequence[str] | None = None,
+        method: str = "score",
+        max_new_tokens: int = 8,
+    ) -> list[Classification]:
+        """A label and a probability for every label, for each text.
+
+        Args:
+            texts: the texts to classify.
+            labels: the label vocabulary (default: the one the model was trained with).
+            method: ``score`` (exact label scoring, the default) or ``generate`` (greedy generation,
+                then the answer is matched to a label; probability 1 on the match, for comparison only).
+            max_new_tokens: generation length for ``method="generate"``.
+        """
+        labs = self._resolve_labels(labels)
+        if self.kind == "encoder":
+            return self._classify_head(texts, labs)
+        if method == "generate":
+            return self._classify_generate(texts, labs, max_new_tokens)
+        if method != "score":
+            raise ConfigError(f"method must be 'score' or 'generate', not {method!r}")
+        prompter = self._prompter(labs)
+        prompts = [prompter.prompt_ids(t) for t in texts]
+        answers = [prompter.label_ids[lab] for lab in labs]
+        total = sum(len(a) for a in answers)
+        results: list[Classification | None] = [None] * len(texts)
+        with self._inference():
+            for idx in self._batches([len(p) + total for p in prompts]):
+                logp = self._score([prompts[i] for i in idx], answers)
+                probs = torch.softmax(logp, dim=-1)
+                for row, i in enumerate(idx):
+                    p = {lab: float(probs[row, j]) for j, lab in enumerate(labs)}
+                    results[i] = Classification(label=max(p, key=p.__getitem__), probabilities=p)
+        return [r for r in results if r is not None]
+
+    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        # Sort by length so a batch pads little; the budget counts padded tokens (what the model computes).
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) + 1) * lengths[i] > self.batch_tokens:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _score(self, prompts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
+        """Summed log-probabilities, shape (len(prompts), len(answers)), from one forward pass."""
+        b, p_max = len(prompts), max(len(p) for p in prompts)
+        seg_lens = [len(a) for a in answers]
+        width = p_max + sum(seg_lens)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        pos = torch.zeros((b, width), dtype=torch.long)
+        valid = torch.zeros((b, width), dtype=torch.bool)
+        # Segment of every column: 0 = prompt, j+1 = answer j (the same columns in every row).
+        seg = torch.zeros(width, dtype=torch.long)
+        within = torch.zeros(width, dtype=torch.long)
+        col = p_max
+        for j, a in enumerate(answers):
+            seg[col : col + len(a)] = j + 1
+            within[col : col + len(a)] = torch.arange(len(a))
+            ids[:, col : col + len(a)] = torch.tensor(a)
+            col += len(a)
+        for r, prompt in enumerate(prompts):
+            off = p_max - len(prompt)
+            ids[r, off:p_max] = torch.tensor(prompt)
+            pos[r, off:p_max] = torch.arange(len(prompt))
+            pos[r, p_max:] = len(prompt) + within[p_max:]
+            valid[r, off:] = True
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        same = (seg[None, :] == 0) | (seg[None, :] == seg[:, None])
+        mask = causal[None] & same[None] & valid[:, None, :]
+        mask |= torch.eye(width, dtype=torch.bool)[None]  # pad rows attend to themselves: no all-masked rows
+        keep = torch.arange(p_max - 1, width - 1)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask[:, None].to(self.device),
+            position_ids=pos.to(self.device),
+            logits_to_keep=keep.to(self.device),
+        )
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (b, total answer tokens, vocab)
+        scores = torch.zeros(b, len(answers), device=logp.device)
+        rel = 0
+        for j, a in enumerate(answers):
+            # Token 0 of every answer is predicted from the last prompt token (kept column 0);
+            # token k>0 from the answer's own token k-1 (kept column rel + k).
+            cols = torch.tensor([0] + [rel + k for k in range(1, len(a))], device=logp.device)
+            tgt = torch.tensor(a, device=logp.device)
+            scores[:, j] = logp[:, cols, :].gather(-1, tgt.expand(b, -1)[..., None]).squeeze(-1).sum(-1)
+            rel += len(a)
+        return scores.cpu()
+
+    def _classify_generate(self, texts: Sequence[str], labs: list[str], max_new_tokens: int) -> list[Classification]:
+        msgs = [self._prompter(labs) and _messages(t, labs, self.preamble) for t in texts]
+        answers = self.generate(msgs, max_new_tokens=max_new_tokens, batch_size=32)
+        out = []
+        for raw in answers:
+            label = parse_label(raw, labs)
+            probs = {lab: float(lab == label) for lab in labs}
+            out.append(Classification(label=label, probabilities=probs, unparseable_mass=float(label == UNPARSEABLE),
+                                      raw=raw))
+        return out
+
+    def _classify_head(self, texts: Sequence[str], labs: list[str]) -> list[Classification]:
+        self.tokenizer.padding_side = "right"
+        out: list[Classification] = []
+        with self._inference():
+            for start in range(0, len(texts), 64):
+                enc = self.tokenizer(list(texts[start : start + 64]), return_tensors="pt", padding=True,
+                                     truncation=True, max_length=self.max_length or 512).to(self.device)
+                probs = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu()
+                for row in probs:
+                    p = {lab: float(row[j]) for j, lab in enumerate(labs)}
+                    out.append(Classification(label=max(p, key=p.__getitem__), probabilities=p))
+        return out
+
+
+def _messages(text: str, labels: Sequence[str], preamble: str | None) -> Messages:
+    from ftkit.data.convert import classification_messages
+
+    return classification_messages(text, labels, preamble)
+
+
+def parse_label(raw: str, labels: Sequence[str]) -> str:
+    """Match a generated answer to a label: exact (case-insensitive), then the first label word in it."""
+    ans = raw.strip().strip(".\"'").lower()
+    by_lower = {lab.lower(): lab for lab in labels}
+    if ans in by_lower:
+        return by_lower[ans]
+    hits = [(m.start(), lab) for lab in labels if (m := re.search(rf"\b{re.escape(lab.lower())}\b", ans))]
+    return min(hits)[1] if hits else UNPARSEABLE

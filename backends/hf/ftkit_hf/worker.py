@@ -1,0 +1,305 @@
+"""The training worker: ``python -m ftkit_hf.worker run JOB_DIR``.
+
+It runs detached from the caller. It reads ``JOB_DIR/spec.json``, loads the model and tokenizer,
+tokenizes the data (chat template, loss masks), wraps the model with PEFT, and calls the training
+engine, which checkpoints and resumes by itself. Progress goes to ``events.jsonl``, the state to
+``status.json`` (atomically), the adapter and tokenizer to ``model/``. SIGTERM asks the engine to
+stop after the current step; it saves a checkpoint and the status becomes ``cancelled``. Under
+torchrun/accelerate every rank trains and rank 0 alone writes the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ftkit.errors import ConfigError, FtkitError
+from ftkit.paths import cache_dir
+from ftkit_hf.config import HFConfig
+from ftkit_hf.jobfiles import JobFiles
+
+_DEFAULT_TARGETS = {
+    "attn_mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "bert": ["query", "key", "value", "dense"],
+}
+_BY_MODEL_TYPE = {
+    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2", "gemma3",
+                     "gemma3_text", "phi3", "olmo", "olmo2", "granite", "smollm3", "cohere"), "attn_mlp"),
+    "gpt2": "gpt2", "gpt_neox": "gpt_neox",
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "camembert"), "bert"),
+}
+
+
+def default_target_modules(model_type: str) -> list[str] | str:
+    """LoRA targets for an architecture: every attention and MLP projection; peft's "all-linear" otherwise."""
+    family = _BY_MODEL_TYPE.get(model_type)
+    return list(_DEFAULT_TARGETS[family]) if family else "all-linear"
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT; polled by the engine between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def run(job_dir: str | Path) -> int:
+    """Train the job in ``job_dir``; returns the process exit code (0 also for a clean cancel)."""
+    files = JobFiles(job_dir)
+    writer = _rank() == 0
+    stop = _Stop()
+    stop.install()
+    try:
+        spec = files.read_spec()
+        config = HFConfig.model_validate(spec["config"])
+        if writer:
+            resumed = files.latest_checkpoint_step()
+            files.write_status("running", started=time.time(), error=None)
+            files.append_event("message", f"worker started (pid {os.getpid()})"
+                               + (f", resuming from step {resumed}" if resumed else ""))
+        result = _train(spec, config, files, stop, writer)
+        if writer:
+            files.write_status(result.pop("status"), **result)
+        return 0
+    except FtkitError as e:
+        if writer:
+            files.append_event("message", str(e), level="error")
+            files.write_status("failed", error=str(e))
+        print(f"ftkit-hf worker: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        traceback.print_exc()
+        if writer:
+            msg = f"{type(e).__name__}: {e}"
+            files.append_event("message", msg, level="error")
+            files.write_status("failed", error=msg)
+        return 1
+
+
+def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, writer: bool) -> dict[str, Any]:
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ftkit_hf.engine.device import plan_device
+
+    model_path = Path(spec["model_path"])
+    if not model_path.is_dir():
+        raise ConfigError(f"model path not found: {model_path}")
+    plan = plan_device(config.device, config.precision, config.threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model_cfg = AutoConfig.from_pretrained(str(model_path))
+    use_head = spec["head"] == "sequence_classification"
+    hp = spec["hyperparameters"]
+    labels: list[str] | None = spec.get("labels")
+    max_length = spec["max_length"]
+    if writer:
+        files.append_event("message", f"device: {plan.describe()}")
+
+    from ftkit_hf.engine.settings import EngineSettings
+
+    settings = EngineSettings(
+        epochs=hp.get("epochs") or 1,
+        learning_rate=hp.get("learning_rate") or (2e-5 if config.method == "full" else 2e-4),
+        batch_tokens=config.batch_tokens,
+        max_batch_examples=hp.get("batch_size") or config.max_batch_examples,
+        seed=hp.get("seed", 0),
+        precision=config.precision,
+        device=config.device,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_steps=config.max_steps,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        early_stopping_patience=config.early_stopping_patience,
+        threads=config.threads,
+    )
+
+    def on_event(ev: dict[str, Any]) -> None:
+        if not writer:
+            return
+        ev = dict(ev)
+        kind = ev.pop("kind", "message")
+        message = str(ev.pop("message", ""))
+        level = str(ev.pop("level", "info"))
+        if kind == "metrics" and not message:
+            parts = [f"step {ev.get('step')}/{ev.get('total_steps')}"]
+            for key in ("train_loss", "valid_loss"):
+                if ev.get(key) is not None:
+                    parts.append(f"{key} {ev[key]:.4f}")
+            message = ", ".join(parts)
+            files.write_status("running", step=ev.get("step"), total_steps=ev.get("total_steps"))
+        elif kind == "checkpoint" and not message:
+            message = f"checkpoint at step {ev.get('step')}"
+        files.append_event(kind, message, level=level, **ev)
+
+    if use_head:
+        from ftkit_hf.examples import prepare_head_file
+        from ftkit_hf.seqcls import train_head
+
+        assert labels is not None
+        train_rows, n_tok = prepare_head_file(spec["train"], tokenizer=tokenizer, labels=labels, max_length=max_length)
+        valid_rows = None
+        if spec.get("validation"):
+            valid_rows, _ = prepare_head_file(spec["validation"], tokenizer=tokenizer, labels=labels,
+                                              max_length=max_length)
+        model = _load_head_model(model_path, labels, config)
+        if stop():
+            return {"status": "cancelled"}
+        result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
+                            on_event=on_event, should_stop=stop, pad_id=tokenizer.pad_token_id)
+    else:
+        from ftkit_hf.engine import train
+        from ftkit_hf.examples import prepare_file
+
+        context = getattr(model_cfg, "max_position_embeddings", None)
+        common = {"task": spec["task"], "tokenizer": tokenizer, "labels": labels, "preamble": spec.get("preamble"),
+                  "max_length": max_length, "overlength": config.overlength, "context": context}
+        train_set = prepare_file(spec["train"], **common)
+        valid_set = prepare_file(spec["validation"], **common) if spec.get("validation") else None
+        if writer:
+            files.append_event("message", f"tokenized {len(train_set.examples)} training examples "
+                               f"({train_set.tokens} tokens)" + (f"; dropped {len(train_set.dropped)} too long"
+                                                                 if train_set.dropped else ""),
+                               train_tokens=train_set.tokens)
+        model = _load_causal_model(model_path, model_cfg, config, plan)
+        if stop():
+            return {"status": "cancelled"}
+        result = train(model, train_set.examples, valid_set.examples if valid_set else None, settings,
+                       checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
+    summary = {
+        "steps": result.steps, "epochs_done": result.epochs_done, "final_train_loss": result.final_train_loss,
+        "best_valid_loss": result.best_valid_loss, "early_stopped": result.early_stopped,
+        "tokens_per_second": result.tokens_per_second,
+    }
+    if result.stopped:
+        if writer:
+            files.append_event("message", f"cancelled at step {result.steps}; checkpoint saved")
+        return {"status": "cancelled", "result": summary}
+    if writer:
+        _save_model(model, tokenizer, spec, config, files, use_head)
+        _record_throughput(spec, plan.describe(), result.tokens_per_second)
+        files.append_event("message", f"training done: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s"
+                           + (" (early stopped)" if result.early_stopped else ""), **summary)
+    del torch
+    return {"status": "succeeded", "result": summary, "finished": time.time()}
+
+
+def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {}
+    if config.method == "qlora":
+        from ftkit_hf.quant import qlora_kwargs
+
+        kwargs = qlora_kwargs()
+    elif plan.device == "cuda" and plan.precision == "bf16" and config.method != "full":
+        kwargs["dtype"] = torch.bfloat16  # frozen base in bf16 on GPUs; LoRA weights stay fp32 (peft upcasts)
+    else:
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = config.target_modules or default_target_modules(model_cfg.model_type)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _load_head_model(model_path: Path, labels: list[str], config: HFConfig) -> Any:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch.float32,
+    )
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.target_modules or default_target_modules(model.config.model_type)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, bias="none", task_type="SEQ_CLS")
+    return get_peft_model(model, lora)  # SEQ_CLS keeps the new classifier head trainable and saved
+
+
+def _save_model(model: Any, tokenizer: Any, spec: dict[str, Any], config: HFConfig, files: JobFiles,
+                use_head: bool) -> None:
+    tmp = files.root / f".model.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    meta = {"base_model": spec["model_path"], "model": spec["model"], "kind": "encoder" if use_head else "causal",
+            "method": config.method, "task": spec["task"], "labels": spec.get("labels"),
+            "preamble": spec.get("preamble"), "max_length": spec["max_length"]}
+    (tmp / "ftkit-hf.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if config.merge_adapter and config.method != "full":
+        from ftkit_hf.export import merge_adapter
+
+        merge_adapter(model, tokenizer, tmp / "merged")
+    shutil.rmtree(files.model, ignore_errors=True)
+    os.replace(tmp, files.model)
+
+
+def _record_throughput(spec: dict[str, Any], device: str, tps: float) -> None:
+    """Remember this machine's training speed for the next estimate (best effort)."""
+    from ftkit.atomic import atomic_write_text
+
+    if not tps:
+        return
+    path = cache_dir() / "hf-throughput.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        data[f"{spec['model']}|{device}|{spec['config'].get('method', 'lora')}"] = round(float(tps), 1)
+        atomic_write_text(path, json.dumps(data, indent=1))
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m ftkit_hf.worker run JOB_DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m ftkit_hf.worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train the job in JOB_DIR (resumes from its last checkpoint)")
+    p_run.add_argument("job_dir")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return run(args.job_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""RemoteBackend: the hf LoRA trainer on a rented GPU that ftkit finds, starts, watches and always gives back.
+
+``submit`` rents and sets up the machine and starts the worker there (blocking until it runs, so a
+Ctrl-C or SIGTERM in that window destroys the machine); from then on the job trains on its own and
+``poll`` — from this process or any later one, e.g. ``ftkit status ID`` after the laptop slept —
+follows it over SSH, fetches the adapter, destroys the machine and records the cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.errors import JobError
+from ftkit.predictor import Predictor
+from ftkit.spec import JobSpec
+from ftkit_remote.config import RemoteConfig
+from ftkit_remote.run import RemoteRun
+
+__all__ = ["RemoteBackend", "RemoteConfig"]
+T = TypeVar("T")
+
+
+class RemoteBackend(Backend):
+    """Fine-tune on a GPU rented from vast.ai, RunPod or Lambda (or on your own SSH host)."""
+
+    name: ClassVar[str] = "remote"
+    config_model: ClassVar[type[BackendConfig]] = RemoteConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        tasks=frozenset({"chat", "classification", "completion"}),
+        needs_network=True,
+        spends_money=True,
+        poll_interval=5.0,
+    )
+
+    def default_model(self, task: str) -> str:
+        """The hf backend's default (SmolLM2-135M-Instruct), trained on the rented machine."""
+        try:
+            from ftkit_hf.models import DEFAULT_CAUSAL
+        except ImportError:
+            return "smollm2-135m"
+        return str(DEFAULT_CAUSAL)
+
+    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
+        """The same rules as the hf backend (the same trainer runs remotely); none for a custom worker."""
+        assert isinstance(config, RemoteConfig)
+        if config.worker_command is not None or not spec.model:
+            return None
+        from ftkit_hf.models import resolve_model
+
+        return f"hf:{resolve_model(spec.model).path}"
+
+    def describe(self) -> str:
+        """Providers and whether the trainer is installed."""
+        try:
+            import ftkit_hf  # noqa: F401
+
+            return "vast, runpod, lambda, ssh; trainer ftkit-hf installed"
+        except ImportError:
+            return "vast, runpod, lambda, ssh; the trainer needs ftkit-hf (pip install ftkit-hf)"
+
+    def estimate(self, ctx: JobContext) -> CostEstimate | None:
+        """Cheapest matching offer × (setup + training hours); the core refuses it above ``max_cost``."""
+        return _drive(ctx, lambda run: run.estimate())
+
+    def submit(self, ctx: JobContext) -> str:
+        """Rent, set up and start; any failure or interruption in here destroys the machine."""
+        with _sigterm_as_interrupt():
+            return _drive(ctx, lambda run: run.submit())
+
+    def poll(self, ctx: JobContext) -> PollResult:
+        """Follow the worker over SSH; at its end fetch the adapter and destroy the machine."""
+        return _drive(ctx, lambda run: run.poll())
+
+    def cancel(self, ctx: JobContext) -> None:
+        """Stop the worker and destroy the machine."""
+        _drive(ctx, lambda run: run.cancel())
+
+    def load_model(self, ctx: JobContext) -> Predictor:
+        """An HFPredictor over the local base model with the fetched adapter."""
+        import json
+
+        from ftkit_hf.models import resolve_model
+        from ftkit_hf.predictor import HFPredictor
+
+        adapter = ctx.workdir / "model"
+        meta_path = adapter / "ftkit-hf.json"
+        if not meta_path.is_file():
+            raise JobError(f"job {ctx.id} has no fetched adapter ({adapter} is missing)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        base = Path(meta.get("base_model", ""))
+        if not base.is_absolute() or not base.is_dir():  # the machine's path ("base_model"): resolve it here
+            base = resolve_model(ctx.spec.model or self.default_model(ctx.spec.task)).path
+        return HFPredictor.load(base, adapter, kind=meta["kind"], labels=meta.get("labels"),
+                                preamble=meta.get("preamble"), device="cpu")  # fmt: skip
+
+
+def _drive(ctx: JobContext, step: Any) -> Any:
+    """Run one async step of the run with a fresh provider client, in its own event loop."""
+    assert isinstance(ctx.config, RemoteConfig)
+
+    async def main() -> Any:
+        run = RemoteRun(ctx, ctx.config)  # type: ignore[arg-type]
+        try:
+            return await step(run)
+        finally:
+            await run.aclose()
+
+    return _run_sync(main())
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside an event loop (a notebook): run in a worker thread with its own loop.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:
+            box["e"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Make SIGTERM raise KeyboardInterrupt while the machine is being set up, so teardown runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
