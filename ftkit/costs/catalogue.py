@@ -216,7 +216,12 @@ CPU_SUSTAINED_FLOPS = 0.3e12
 """A CPU's sustained training FLOP/s: 600 tok/s × 4 × 135M (facts/performance.md §5.0, bf16 AMX, 2 cores)."""
 
 DEFAULT_MFU = 0.10
-"""Model FLOP utilisation assumed for LoRA on a rented GPU: published small-model runs reach 2-25% (facts §1, §4)."""
+"""Model FLOP utilisation assumed for LoRA on a rented GPU.
+
+Anchors (facts/performance.md §1, §4, §7.2): HF Trainer + PEFT measured 2-4% on an H100 for a 0.5B
+model, Unsloth 8-10%, Surogate 20-25%; ftkit's engine aims at ≥10%. Set ``[costs] mfu`` or
+``remote_tokens_per_second`` once a first run has measured it.
+"""
 
 
 # Parameters of common open models (N_matmul, facts/performance.md §4.3, or the model card).

@@ -124,8 +124,8 @@ def estimate_all(
             spec = spec.model_copy(update={"train": Path(data)})
     elif data is not None:
         first = next(iter(Dataset.load(data)), {})
-        task = "classification" if "label" in first and "messages" not in first else "chat"
-        spec = JobSpec(task=task, train=Path(data))
+        is_classification = "label" in first and "messages" not in first
+        spec = JobSpec(task="classification" if is_classification else "chat", train=Path(data))
     else:
         raise ConfigError("give a data file or a config with `train`")
     cs = settings or _settings(spec)
@@ -226,7 +226,10 @@ def estimate_all(
         elif own is None:
             rows.append(CostRow(backend=name, target=name, train_usd=None, train_hours=None, source="backend",
                                 installed=name in installed,
-                                error=error or "the backend gives no estimate; the catalogue has no formula for it"))
+                                error=error or ("the backend gives no estimate; the catalogue has no formula for it"
+                                                if name in installed else
+                                                f"no backend named {name!r} is installed "
+                                                f"(installed: {', '.join(installed) or 'none'})")))
     return CostReport(data=str(spec.train), test=str(test) if test else None, examples=stats.examples,
                       billed_tokens_per_epoch=stats.billed_tokens_per_epoch, test_examples=n_test,
                       test_tokens=test_tokens, rows=rows)

@@ -11,6 +11,10 @@ Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibratio
 ``significance``, ``report`` (tables and JSON), ``plots`` and ``html``.
 """
 
+import sys
+import types
+from typing import Any
+
 from ftkit.evaluate.api import compare, evaluate
 from ftkit.evaluate.calibration import Calibrator, cross_fit
 from ftkit.evaluate.predictions import Prediction, Reference, load_predictions, load_reference, write_predictions
@@ -32,3 +36,14 @@ __all__ = [
     "mcnemar_exact",
     "write_predictions",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``ftkit.evaluate`` is both this package and the function: importing the package binds the name
+    ``evaluate`` on ``ftkit`` to the module, so the module itself answers calls."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvaluationReport:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

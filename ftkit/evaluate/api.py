@@ -203,7 +203,10 @@ def evaluate(
         name = name or job_info["id"]
         source = source.model()
     if name is None:
-        name = Path(source).stem if isinstance(source, (str, Path)) else type(source).__name__
+        if isinstance(source, (str, Path)):
+            name = Path(source).stem
+        else:
+            name = type(source).__name__ if _is_predictor(source) else "predictions"
     show = sys.stderr.isatty() if progress is None else progress
     ref = load_reference(data)
     answers, losses = _predict(source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}")
@@ -308,7 +311,7 @@ def compare(
             reports[name] = m
         else:
             reports[name] = evaluate(m, data, labels, name=name, **kwargs)
-    sizes = {r.metrics.get("n") for r in reports.values()}
+    sizes = {int(r.metrics.get("n") or 0) for r in reports.values()}
     if len(sizes) != 1:
         raise EvaluationError(f"the models were evaluated on test sets of different sizes: {sorted(sizes)}")
     pairs = []

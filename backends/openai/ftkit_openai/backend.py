@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
-from ftkit.errors import APIError, AuthenticationError, BackendUnavailableError, ConfigError
+from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
 from ftkit.predictor import Predictor
 from ftkit.spec import Hyperparameters, JobSpec
 from ftkit_openai import pricing, sunset
-from ftkit_openai.client import OpenAIAPI, resolve_api_key
+from ftkit_openai.client import OpenAIAPI
 from ftkit_openai.config import OpenAIConfig
 from ftkit_openai.eventmap import checkpoint_event, job_event, result_row_event
 from ftkit_openai.files import upload
@@ -44,6 +44,22 @@ class OpenAIBackend(Backend):
         spends_money=True,
         poll_interval=10.0,
     )
+
+    def __init__(self) -> None:
+        self._session_key: Any = None
+
+    def parse_config(self, options: dict[str, Any]) -> BackendConfig:
+        """Validate options; an ``api_key`` option is remembered by this instance only.
+
+        The registry never stores the key, so the config rebuilt from the record lacks it: the
+        same job handle keeps using the key it was given, any other process reads OPENAI_API_KEY.
+        """
+        config = _cfg(super().parse_config(options))
+        if config.api_key is not None:
+            self._session_key = config.api_key
+        elif self._session_key is not None:
+            config = config.model_copy(update={"api_key": self._session_key})
+        return config
 
     # ------------------------------------------------------------------ before spending
 
@@ -76,8 +92,6 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"[openai] OpenAI takes a batch size of 1..256, not {hp.batch_size}")
         if len(cfg.metadata) > 15:
             raise ConfigError("[openai] at most 15 metadata pairs (ftkit adds ftkit_job_id as the 16th)")
-        if not resolve_api_key(cfg):
-            raise AuthenticationError("no OpenAI API key: set OPENAI_API_KEY (or the openai backend option api_key)")
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
         from ftkit.data import Dataset
@@ -294,6 +308,16 @@ class OpenAIBackend(Backend):
 
     def base_model(self, model: str | None, config: BackendConfig) -> Predictor:
         return OpenAIPredictor(model or DEFAULT_MODEL, _cfg(config))
+
+    def list_remote_jobs(self, config: BackendConfig, limit: int = 20) -> list[dict[str, Any]]:
+        """Fine-tuning jobs on the OpenAI account, newest first (to find one to attach to)."""
+        api = OpenAIAPI(_cfg(config))
+        page = api.call(api.client.fine_tuning.jobs.list, limit=min(limit, 100))
+        return [
+            {"id": j.id, "status": j.status, "model": j.model, "fine_tuned_model": j.fine_tuned_model,
+             "created_at": j.created_at, "metadata": j.metadata}
+            for j in page.data[:limit]
+        ]
 
     def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
         """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache."""

@@ -29,10 +29,13 @@ def find_uploaded(api: OpenAIAPI, content: bytes, purpose: str) -> str | None:
     """The id of an uploaded, usable file with this content and purpose, or None."""
     prefix = content_name(content, "x")[: len("ftkit-") + HASH_CHARS + 1]
     page = api.call(api.client.files.list, purpose=purpose)
-    for f in page:  # the client pages through `after` itself (one request per 10,000 files)
-        if f.filename.startswith(prefix) and f.bytes == len(content) and getattr(f, "status", None) != "error":
-            return f.id
-    return None
+    while True:  # one request per 10,000 files; every page goes through the retry policy
+        for f in page.data:
+            if f.filename.startswith(prefix) and f.bytes == len(content) and getattr(f, "status", None) != "error":
+                return str(f.id)
+        if not page.has_next_page():
+            return None
+        page = api.call(page.get_next_page)
 
 
 def upload(

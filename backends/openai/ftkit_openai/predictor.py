@@ -78,9 +78,10 @@ class OpenAIPredictor:
         results: list[Classification | None] = [None] * len(messages)
         rest = list(range(len(messages)))
         if not self._logprobs_refused and self.config.classify_mode != "parse":
-            # The first request tells whether this model accepts logprobs, before fanning out.
+            # The first request tells whether this model accepts logprobs, before fanning out. It is
+            # always synchronous: a one-line batch could take hours to say the same.
             try:
-                first = self._run([self._classify_body(messages[0], max_tokens, True)], use_batch)[0]
+                first = self._run([self._classify_body(messages[0], max_tokens, True)], False)[0]
                 results[0] = classify_choice(_choice(first), vocab, starts)
                 rest = rest[1:]
             except APIError as e:

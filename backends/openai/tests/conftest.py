@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from ftkit.backend import Capabilities
 from ftkit_openai.backend import OpenAIBackend
 from ftkit_openai.emulator import EmulatorServer, EmulatorSettings
+from openai_testdata import TEST_KEY
 
-TEST_KEY = "sk-test-FTKITSECRET-0123456789abcdef"
+from ftkit.backend import Capabilities
+
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -24,8 +24,6 @@ def _loopback_only(host, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError(f"network guard: tests may only talk to loopback, not {host!r}")
     return _real_getaddrinfo(host, *args, **kwargs)
 
-
-socket.getaddrinfo = _loopback_only
 
 FAST = {"status_seconds": 0.05, "step_seconds": 0.01, "steps_per_epoch": 4, "batch_seconds": 0.05,
         "queue_seconds": 0.0, "validate_responses": True}
@@ -43,7 +41,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emulator: EmulatorServer, cache_dir: Path) -> Iterator[None]:
+def _isolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emulator: EmulatorServer, cache_dir: Path
+) -> Iterator[None]:
+    # Only for this suite's tests (not other suites run in the same session).
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only)
     monkeypatch.setenv("FTKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FTKIT_CACHE", str(cache_dir))
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
@@ -58,6 +60,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emulator: Emulato
     emulator.clear_faults()
     for key, value in FAST.items():
         setattr(emulator.settings, key, value)
+    emulator.settings.api_key = None
 
 
 @pytest.fixture

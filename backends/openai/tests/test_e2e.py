@@ -8,15 +8,14 @@ from pathlib import Path
 
 import openai
 import pytest
+from ftkit_openai.emulator import EmulatorServer
+from openai_testdata import LABELS, texts, write_chat, write_classification, write_preference
 
 import ftkit
 from ftkit import FineTuneJob, JobSpec, JobStatus
 from ftkit.errors import JobFailedError
 from ftkit.predictor import UNPARSEABLE
 from ftkit.testing import BackendConformance
-from ftkit_openai.emulator import EmulatorServer
-
-from datagen import LABELS, texts, write_chat, write_classification, write_preference
 
 pytestmark = pytest.mark.e2e
 
@@ -165,7 +164,7 @@ def test_bad_format_fails_like_openai(tmp_path: Path) -> None:
 
 def test_ftkit_validation_catches_it_first(tmp_path: Path) -> None:
     train = write_chat(tmp_path / "tiny.jsonl", 5, seed=1)
-    with pytest.raises(ftkit.DatasetError, match="too_few_examples|at least 10"):
+    with pytest.raises(ftkit.DatasetError, match=r"too_few_examples|at least 10"):
         FineTuneJob.create(JobSpec(task="chat", train=train), backend="openai")
 
 

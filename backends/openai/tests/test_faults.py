@@ -7,15 +7,19 @@ from pathlib import Path
 
 import openai
 import pytest
-
-from ftkit import FineTuneJob, JobSpec, JobStatus
-from ftkit.errors import APIError, AuthenticationError, BackendUnavailableError, QuotaExceededError, RateLimitError
-from ftkit.errors import JobTimeoutError
 from ftkit_openai import OpenAIConfig, OpenAIPredictor
 from ftkit_openai.emulator import EmulatorServer
+from openai_testdata import LABELS, TEST_KEY, write_chat, write_classification
 
-from conftest import TEST_KEY
-from datagen import LABELS, write_chat, write_classification
+from ftkit import FineTuneJob, JobSpec, JobStatus
+from ftkit.errors import (
+    APIError,
+    AuthenticationError,
+    BackendUnavailableError,
+    JobTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -86,7 +90,7 @@ def test_retry_after_longer_than_allowed_fails_at_once(emulator: EmulatorServer,
 def test_insufficient_quota_stops_at_once(emulator: EmulatorServer, model_name: str) -> None:
     emulator.inject("insufficient_quota", CHAT, count=3)
     t0 = time.time()
-    with pytest.raises(QuotaExceededError, match="insufficient_quota.*billing"):
+    with pytest.raises(QuotaExceededError, match=r"insufficient_quota.*billing"):
         _predictor(model_name).classify(["invoice"])
     assert len(_chat_requests(emulator, t0)) == 1
 

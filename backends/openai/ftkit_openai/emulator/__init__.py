@@ -43,7 +43,8 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        return f"http://{self.httpd.server_address[0]}:{self.port}"
+        host = self.httpd.server_address[0]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
 
     @property
     def base_url(self) -> str:

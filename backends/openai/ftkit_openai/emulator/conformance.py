@@ -2,7 +2,9 @@
 
 The spec mixes OpenAPI 3.0 keywords into a 3.1 document: ``nullable: true`` is read as "null is
 allowed" (facts sheet §12). One deliberate deviation is accepted: ``status: "paused"`` on a
-fine-tuning job, which the real server sends although the spec's enum lacks it.
+fine-tuning job, which the real server sends although the spec's enum lacks it. A second one is
+accepted only as an option of the emulator (``healthy_error_null=False``): the real server's
+``error: {"code": null, "message": null, "param": null}`` on healthy jobs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def load_spec() -> dict[str, Any]:
     spec = _nullable(yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8")))
     status = spec["components"]["schemas"]["FineTuningJob"]["properties"]["status"]
     status["enum"] = [*status["enum"], "paused"]
+    error = spec["components"]["schemas"]["FineTuningJob"]["properties"]["error"]
+    all_null = {"type": "object", "properties": {k: {"type": "null"} for k in ("code", "message", "param")},
+                "required": ["code", "message", "param"]}
+    error["anyOf"] = [*error["anyOf"], all_null]
     return spec
 
 

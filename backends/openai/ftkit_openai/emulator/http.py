@@ -48,6 +48,9 @@ class Handler(BaseHTTPRequestHandler):
 
     server: EmulatorHTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for
+    # the delayed ACK on every request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # the request log is kept in memory instead
         return
@@ -88,6 +91,12 @@ class Handler(BaseHTTPRequestHandler):
                 result = self._route(method, path, query, raw)
         except ApiError as e:
             self._send_json(e.status, e.body, e.headers, method, path)
+            return
+        except Exception as e:  # an emulator bug: answer like OpenAI's 500 and keep it visible
+            with self.server.log_lock:
+                self.server.violations.append(f"{method} {path}: internal error {type(e).__name__}: {e}")
+            err = _error(500, f"The emulator failed: {type(e).__name__}: {e}", "server_error", None)
+            self._send_json(500, err.body, {}, method, path)
             return
         if isinstance(result, bytes):
             self._send(200, result, "application/octet-stream")
@@ -168,7 +177,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
         srv = self.server
-        body = json.loads(raw) if raw else {}
+        try:
+            body = json.loads(raw) if raw else {}
+            if path == "/_emulator/faults" and method == "POST":
+                FaultRule.model_validate(body)
+        except ValueError as e:  # bad JSON or a bad rule (pydantic's ValidationError is a ValueError)
+            self._send(400, json.dumps({"detail": str(e)}).encode(), "application/json")
+            return
         if path == "/_emulator/faults" and method == "POST":
             srv.faults.add(FaultRule.model_validate(body))
             out: Any = {"pending": [r.model_dump() for r in srv.faults.pending()]}
@@ -323,5 +338,6 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, byt
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return fields

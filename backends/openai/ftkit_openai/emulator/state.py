@@ -128,7 +128,7 @@ class State:
         if not model.startswith("ft:") and model not in FINE_TUNABLE:
             raise ApiError(400, f"Model {model} is not available for fine-tuning or does not exist.", param="model",
                            code="model_not_available")
-        training = body.get("training_file")
+        training = str(body.get("training_file"))
         for param in ("training_file", "validation_file"):
             fid = body.get(param)
             if fid is None and param == "validation_file":

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+TEST_KEY = "sk-test-FTKITSECRET-0123456789abcdef"  # must never appear in stored state, logs or errors
 LABELS = ["billing", "outage", "sales"]
 _CUES = {
     "billing": ["invoice", "charged", "refund", "payment", "card", "bill", "overcharged", "receipt"],

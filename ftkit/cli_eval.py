@@ -1,0 +1,187 @@
+"""The ``eval``, ``compare`` and ``estimate`` commands, mounted on the ``ftkit`` app by :func:`register`.
+
+::
+
+    ftkit eval --predictions preds.jsonl --data test.jsonl [--json] [--html report.html]
+    ftkit eval --job ftk-2026... --data test.jsonl --calibrate isotonic
+    ftkit eval --base hf:smollm2-135m --data test.jsonl
+    ftkit compare JOB_OR_PREDICTIONS... --data test.jsonl [--html compare.html]
+    ftkit estimate --data train.jsonl [--config ftkit.toml] [--backend openai --backend hf] [--test test.jsonl]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ftkit.errors import ConfigError
+
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="The held-out JSONL file (classification or chat).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")]
+LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Comma-separated label vocabulary.")]
+CalOpt = Annotated[str | None, typer.Option("--calibrate", help="Fit a calibrator: platt or isotonic.")]
+BootOpt = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")]
+
+
+def _source(ref: str) -> Any:
+    """A comparison member: a predictions file when the path exists, else a job id."""
+    if Path(ref).is_file():
+        return Path(ref)
+    from ftkit.job import FineTuneJob
+
+    return FineTuneJob.get(ref)
+
+
+def _base_predictor(spec: str) -> tuple[Any, str]:
+    from ftkit.backend import get_backend
+
+    backend, _, model = spec.partition(":")
+    be = get_backend(backend)
+    return be.base_model(model or None, be.parse_config({})), f"{backend}:{model or 'default'}"
+
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval``, ``compare`` and ``estimate`` to the ``ftkit`` command."""
+    from ftkit.cli import clean_errors, out
+
+    @app.command("eval")
+    @clean_errors
+    def eval_command(
+        data: DataOpt,
+        predictions: Annotated[Path | None, typer.Option("--predictions", "-p", help="Predictions JSONL.")] = None,
+        job: Annotated[str | None, typer.Option("--job", help="Evaluate this job's model (id or prefix).")] = None,
+        base: Annotated[str | None, typer.Option("--base", help="A base model: BACKEND[:MODEL].")] = None,
+        labels: LabelsOpt = None,
+        as_json: JsonOpt = False,
+        html: HtmlOpt = None,
+        calibrate: CalOpt = None,
+        holdout: Annotated[Path | None, typer.Option(help="Fit the calibrator on this labelled file.")] = None,
+        holdout_predictions: Annotated[
+            Path | None, typer.Option(help="Predictions on --holdout (with --predictions).")] = None,
+        save_calibrator: Annotated[Path | None, typer.Option(help="Write the fitted calibrator (JSON).")] = None,
+        save_predictions: Annotated[Path | None, typer.Option(help="Write the model's predictions (JSONL).")] = None,
+        bootstrap: BootOpt = 1000,
+        name: Annotated[str | None, typer.Option(help="The model's name in the report.")] = None,
+    ) -> None:
+        """Judge one model on a held-out file: from saved predictions, a job's model or a base model."""
+        from ftkit.evaluate import evaluate, write_predictions
+
+        given = [x for x in (predictions, job, base) if x is not None]
+        if len(given) != 1:
+            raise ConfigError("give exactly one of --predictions, --job or --base")
+        source: Any
+        if predictions is not None:
+            source = predictions
+        elif job is not None:
+            from ftkit.job import FineTuneJob
+
+            source = FineTuneJob.get(job)
+        else:
+            assert base is not None
+            source, default_name = _base_predictor(base)
+            name = name or default_name
+        if calibrate not in (None, "platt", "isotonic"):
+            raise ConfigError(f"--calibrate must be platt or isotonic, not {calibrate!r}")
+        report = evaluate(
+            source, data, labels.split(",") if labels else None, name=name, calibrate=calibrate,  # type: ignore[arg-type]
+            holdout=holdout, holdout_predictions=holdout_predictions, bootstrap=bootstrap,
+        )
+        if save_calibrator is not None:
+            if report.calibrator is None:
+                raise ConfigError("--save-calibrator needs --calibrate")
+            report.calibrator.save(save_calibrator)
+        if save_predictions is not None and report._arrays is not None:
+            from ftkit.evaluate.predictions import Prediction, load_reference
+            from ftkit.predictor import UNPARSEABLE
+
+            lp = report._arrays
+            rows = [
+                Prediction(label=lp.labels[p] if p >= 0 else UNPARSEABLE,
+                           probabilities=dict(zip(lp.labels, map(float, lp.proba[i]), strict=True))
+                           if lp.proba is not None else None)
+                for i, p in enumerate(lp.y_pred)
+            ]
+            write_predictions(save_predictions, rows, load_reference(data).ids)
+        if html is not None:
+            report.to_html(html)
+        if as_json:
+            _print_json(report.to_dict())
+        else:
+            report.print(out)
+            if html is not None:
+                out.print(f"HTML report: {html}")
+
+    @app.command("compare")
+    @clean_errors
+    def compare_command(
+        models: Annotated[list[str], typer.Argument(help="Job ids or predictions JSONL files (two or more).")],
+        data: DataOpt,
+        labels: LabelsOpt = None,
+        as_json: JsonOpt = False,
+        html: HtmlOpt = None,
+        calibrate: CalOpt = None,
+        bootstrap: BootOpt = 1000,
+    ) -> None:
+        """Several models on the same test set: metrics side by side and McNemar's exact test per pair."""
+        from ftkit.evaluate import compare
+
+        if len(models) < 2:
+            raise ConfigError("compare needs at least two jobs or predictions files")
+        if calibrate not in (None, "platt", "isotonic"):
+            raise ConfigError(f"--calibrate must be platt or isotonic, not {calibrate!r}")
+        result = compare([_source(m) for m in models], data, labels.split(",") if labels else None,
+                         calibrate=calibrate, bootstrap=bootstrap)
+        if html is not None:
+            result.to_html(html)
+        if as_json:
+            _print_json(result.to_dict())
+        else:
+            result.print(out)
+            if html is not None:
+                out.print(f"HTML report: {html}")
+
+    @app.command("estimate")
+    @clean_errors
+    def estimate_command(
+        data: Annotated[Path | None, typer.Option("--data", "-d", help="Training JSONL.")] = None,
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="Job config (TOML/YAML).")] = None,
+        backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Only these backends.")] = None,
+        test: Annotated[Path | None, typer.Option("--test", help="Also price evaluating this test file.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Dollars and hours to train DATA (and evaluate TEST) on every installed backend, with assumptions."""
+        from rich.table import Table
+
+        from ftkit.costs.plan import estimate_all, summary_lines
+
+        report = estimate_all(data, config=config, backends=backend or None, test=test)
+        if as_json:
+            _print_json(report.model_dump(mode="json"))
+            return
+        for line in summary_lines(report):
+            out.print(line, highlight=False)
+        t = Table("backend", "what", "train $", "train h", "eval $", "total $", "source")
+        for r in report.rows:
+            t.add_row(r.backend + ("" if r.installed else " (not installed)"), r.target, _money(r.train_usd),
+                      "-" if r.train_hours is None else f"{r.train_hours:.3f}", _money(r.eval_usd),
+                      _money(r.total_usd), r.source)
+        out.print(t)
+        for r in report.rows:
+            out.print(f"[bold]{r.backend}: {r.target}[/bold]", highlight=False)
+            for a in r.assumptions:
+                out.print(f"  - {a}", highlight=False, markup=False)
+            if r.error:
+                out.print(f"  ! {r.error}", highlight=False, markup=False)
