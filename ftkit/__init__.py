@@ -69,7 +69,10 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
+        # Importing the ftkit.evaluate package rebinds ftkit.evaluate to the module: pin the function.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'ftkit' has no attribute {name!r}")
 
 

@@ -26,7 +26,9 @@ from ftkit.backend import (
     installed_backends,
 )
 from ftkit.errors import (
+    APIError,
     BackendNotFoundError,
+    BackendUnavailableError,
     ConfigError,
     DatasetError,
     FtkitError,
@@ -41,6 +43,7 @@ from ftkit.spec import JobSpec
 from ftkit.store import JobRecord, JobStore, new_job_id
 
 DEFAULT_BACKEND = "hf"
+MAX_POLL_FAILURES = 3
 _REDACTED = ("<redacted>", "**********")
 
 
@@ -51,6 +54,8 @@ class FineTuneJob:
         self._record = record
         self._store = store
         self._backend_instance: Backend | None = None
+        # Options as given in this process, secrets included; the registry only keeps them redacted.
+        self._live_options: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- constructors
 
@@ -115,6 +120,7 @@ class FineTuneJob:
         store.insert(record)
         job = cls(record, store)
         job._backend_instance = be
+        job._live_options = raw | (options or {})
         job._record_events([Event(message=f"job created on backend {name!r}", key="created")])
         if estimate is not None:
             job._record_events([_cost_event(estimate, "estimate")])
@@ -165,6 +171,7 @@ class FineTuneJob:
         store.insert(record)
         job = cls(record, store)
         job._backend_instance = be
+        job._live_options = options or {}
         job._record_events([Event(message=f"attached to {backend} job {backend_job_id}", key="attached")])
         job.refresh()
         return job
@@ -238,7 +245,11 @@ class FineTuneJob:
         if self.status.is_terminal and self._record.state.get("final_polled"):
             return self.status
         be, ctx = self._backend(), self._context()
-        result: PollResult = be.poll(ctx)
+        try:
+            result: PollResult = be.poll(ctx)
+        except FtkitError:
+            self._save(ctx)  # keep what the backend learnt before it failed (cursors, retry counts)
+            raise
         self._record_events(result.events)
         fields: dict[str, Any] = {"status": result.status, "backend_status": result.backend_status}
         if result.model:
@@ -290,9 +301,20 @@ class FineTuneJob:
             from ftkit.progress import JobProgress
 
             bar = JobProgress(self.id).__enter__()
+        failures = 0
         try:
             while True:
-                status = self.refresh()
+                try:
+                    status = self.refresh()
+                    failures = 0
+                except (APIError, BackendUnavailableError) as e:
+                    # One failed look at a long job is no reason to stop following it; three in a row are.
+                    failures += 1
+                    if failures >= MAX_POLL_FAILURES:
+                        raise
+                    self._record_events([Event(level="warning", message=f"poll failed, retrying: {e}")])
+                    time.sleep(interval)
+                    continue
                 if bar is not None:
                     new = self._store.events(self.id, after=seen)
                     if new:
@@ -372,7 +394,8 @@ class FineTuneJob:
 
     def _context(self) -> JobContext:
         be = self._backend()
-        options = {k: v for k, v in self._record.options.items() if v not in _REDACTED and v is not None}
+        stored = {k: v for k, v in self._record.options.items() if v not in _REDACTED and v is not None}
+        options = stored if self._live_options is None else self._live_options
         config: BackendConfig = be.parse_config(options)
         return JobContext(
             id=self.id,

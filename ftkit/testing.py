@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.data.formats import label_str
+from ftkit.errors import APIError
 from ftkit.events import Event, JobStatus
 from ftkit.predictor import Classification, Messages, Predictor
 from ftkit.spec import JobSpec
@@ -37,6 +38,7 @@ class FakeConfig(BackendConfig):
     seconds_per_step: float = Field(default=0.02, ge=0, description="Wall time per simulated step.")
     fail_at_step: int | None = Field(default=None, description="Fail the job when this step is reached.")
     usd_per_step: float = Field(default=0.001, ge=0, description="Simulated price per step.")
+    failed_polls: int = Field(default=0, ge=0, description="Answer this many polls with a transient API error.")
 
 
 class FakePredictor:
@@ -98,6 +100,9 @@ class FakeBackend(Backend):
     def poll(self, ctx: JobContext) -> PollResult:
         cfg = ctx.config
         assert isinstance(cfg, FakeConfig)
+        if int(ctx.state.get("polls_failed", 0)) < cfg.failed_polls:
+            ctx.state["polls_failed"] = int(ctx.state.get("polls_failed", 0)) + 1
+            raise APIError("simulated 503 from the fake service", status_code=503)
         if ctx.state.get("cancelled"):
             return PollResult(status=JobStatus.CANCELLED, backend_status="cancelled")
         elapsed = time.time() - float(ctx.state["started"])

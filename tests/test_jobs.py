@@ -175,3 +175,20 @@ def test_job_id_prefix_lookup(tmp_path: Path) -> None:
     job = FineTuneJob.create(make_spec(tmp_path), backend="fake")
     assert FineTuneJob.get(job.id[:-2]).id == job.id
     assert [j.id for j in FineTuneJob.list()] == [job.id]
+
+
+def test_wait_rides_out_transient_poll_failures(tmp_path: Path) -> None:
+    job = FineTuneJob.create(make_spec(tmp_path), backend="fake",
+                             options={"steps": 2, "seconds_per_step": 0.01, "failed_polls": 2})
+    job.start()
+    assert job.wait(timeout=30, poll_interval=0.01) is JobStatus.SUCCEEDED
+    assert sum(e.level == "warning" and "poll failed" in e.message for e in job.events()) == 2
+
+
+def test_wait_gives_up_after_three_failed_polls(tmp_path: Path) -> None:
+    from ftkit import APIError
+
+    job = FineTuneJob.create(make_spec(tmp_path), backend="fake", options={"steps": 2, "failed_polls": 5})
+    job.start()
+    with pytest.raises(APIError, match="simulated 503"):
+        job.wait(timeout=30, poll_interval=0.01)

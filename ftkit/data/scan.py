@@ -229,7 +229,8 @@ _FORK_ARGS: tuple[Any, ...] = ()
 
 
 def _scan_range_in_worker(start: int, end: int | None, first_line: int) -> _Part:
-    return _scan_range(*_FORK_ARGS[:4], start, end, first_line, _FORK_ARGS[4])  # type: ignore[arg-type]
+    path, target, allowed, count_tokens, file_format = _FORK_ARGS
+    return _scan_range(path, target, allowed, count_tokens, start, end, first_line, file_format)
 
 
 def _ranges(path: Path, n: int) -> list[tuple[int, int | None, int]]:
