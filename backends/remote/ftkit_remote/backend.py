@@ -16,8 +16,10 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from pydantic import ValidationError
+
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
-from ftkit.errors import JobError
+from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_remote.config import RemoteConfig
@@ -64,6 +66,21 @@ class RemoteBackend(Backend):
             return "vast, runpod, lambda, ssh; trainer ftkit-hf installed"
         except ImportError:
             return "vast, runpod, lambda, ssh; the trainer needs ftkit-hf (pip install ftkit-hf)"
+
+    def check(self, spec: JobSpec, config: BackendConfig) -> None:
+        """Refuse at create time what would fail on the machine: no trainer installed, bad trainer options."""
+        assert isinstance(config, RemoteConfig)
+        if config.worker_command is not None:
+            return
+        try:
+            from ftkit_hf.config import HFConfig
+        except ImportError:
+            raise BackendUnavailableError("[remote] the trainer is ftkit-hf's worker: pip install ftkit-hf") from None
+        try:
+            HFConfig.model_validate(config.hf)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"[remote.hf] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
         """Cheapest matching offer × (setup + training hours); the core refuses it above ``max_cost``."""
@@ -134,7 +151,7 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     t.join()
     if "e" in box:
         raise box["e"]
-    return box["v"]  # type: ignore[no-any-return]
+    return box["v"]
 
 
 @contextlib.contextmanager

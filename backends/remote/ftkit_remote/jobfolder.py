@@ -11,6 +11,7 @@ whether or not the laptop that started it is still around.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 from pathlib import Path
@@ -102,7 +103,8 @@ def deadman_script(destroy_argv: list[str] | None, deadline: float, grace_s: flo
         "echo $$ > deadman.pid\n"
         "while true; do\n"
         "  now=$(date +%s)\n"
-        f"  if [ \"$now\" -ge {int(deadline)} ]; then echo \"deadline reached\"; break; fi\n"
+        # ceil: never before the client's own deadline, so the client reports max_duration, not a cancel
+        f"  if [ \"$now\" -ge {math.ceil(deadline)} ]; then echo \"deadline reached\"; break; fi\n"
         f"  if [ -f exit_code ] && [ $((now - $(stat -c %Y exit_code))) -ge {int(grace_s)} ]; then\n"
         "    echo \"job ended and nobody fetched it\"; break; fi\n"
         f"  sleep {check_s}\n"

@@ -15,7 +15,7 @@ import contextlib
 import fcntl
 import os
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class _KnownHosts:
         return out
 
     @contextlib.contextmanager
-    def _locked(self):  # type: ignore[no-untyped-def]
+    def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -165,7 +165,8 @@ class SshSession:
                 try:
                     async with sftp.open(remote, "rb") as f:
                         await f.seek(offset)
-                        return bytes(await f.read(limit))
+                        data = await f.read(limit)
+                        return data if isinstance(data, bytes) else data.encode()
                 except asyncssh.SFTPNoSuchFile:
                     return b""
         except (asyncssh.Error, OSError) as e:

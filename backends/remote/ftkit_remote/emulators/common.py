@@ -12,6 +12,7 @@ next matching call; a few are instance settings instead (``stuck``, ``gpu``, ``f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import socket
@@ -91,6 +92,7 @@ class EmuInstance:
     stuck: bool = False  # never leaves loading/booting
     failed: str | None = None  # a failure message (OCI error, unhealthy...)
     stopped: bool = False  # created stopped / outbid / exited
+    sshd_down: bool = False  # a test holds sshd down (the "disconnect mid-run" fault); the machine runs on
     destroyed_at: float | None = None
     scoped_key: str = field(default_factory=lambda: "scoped-" + secrets.token_hex(12))
 
@@ -154,7 +156,7 @@ class EmulatorState:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call, for tests
         self.base_url = ""  # set once the server listens
         self._next_id = 1000 + secrets.randbelow(1000)
-        self.sandbox_gpu = {"gpu_name": "NVIDIA A100-SXM4-80GB", "num_gpus": 1}
+        self.sandbox_gpu: dict[str, Any] = {"gpu_name": "NVIDIA A100-SXM4-80GB", "num_gpus": 1}
         self.sandbox_free_disk_gb: float | None = None
 
     def new_id(self) -> int:
@@ -203,7 +205,7 @@ class EmulatorState:
         """Start sshd on instances that reached it; called every 50 ms by the server."""
         now = self.clock.now()
         for inst in self.live():
-            if inst.sshd_due(now) and not inst.sandbox.running:
+            if inst.sshd_due(now) and not inst.sandbox.running and not inst.sshd_down:
                 await inst.sandbox.start()
 
     async def shutdown(self) -> None:
@@ -252,10 +254,8 @@ class EmulatorServer:
     async def _serve(self) -> None:
         async def ticker() -> None:
             while not self._server.should_exit:
-                try:
+                with contextlib.suppress(Exception):  # a tick must never kill the emulator
                     await self.state.tick()
-                except Exception:  # a tick must never kill the emulator
-                    pass
                 await asyncio.sleep(0.05)
 
         task = asyncio.ensure_future(ticker())
@@ -281,6 +281,7 @@ class EmulatorServer:
     def stop(self) -> None:
         """Stop serving, stop all sandboxes and join the thread."""
         self._server.should_exit = True
+        self._server.force_exit = True  # do not wait for slow handlers (the slow_response fault sleeps 30 s)
         self._thread.join(timeout=20)
 
     def __enter__(self) -> EmulatorServer:

@@ -134,7 +134,7 @@ def make_app(state: RunPodState) -> FastAPI:
             return gql_error("imageName is required")
         count = int(inp.get("gpuCount", 1))
         spot = root == "podRentInterruptable"
-        price = (inp.get("bidPerGpu") if spot else gpu["securePrice"]) * count
+        price = float((inp.get("bidPerGpu") if spot else gpu["securePrice"]) or 0.0) * count
         disk = float(inp.get("containerDiskInGb", 50)) + float(inp.get("volumeInGb", 0))
         env = {e["key"]: e["value"] for e in inp.get("env", [])}
         inst = state.new_instance(

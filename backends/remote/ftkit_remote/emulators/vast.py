@@ -14,13 +14,15 @@ Faults (``state.faults.add(where, name)``):
   ``create``: ``offer_gone`` (404 no_such_ask), ``offer_gone_410``, ``created_stopped`` (error body that
   still carries ``new_contract``; the instance exists, stopped, billing storage), ``error_after_create``
   (the instance is made, then a 500), ``slow_response`` (made, then the answer takes 30 s);
-  ``instance``: ``stuck_loading``, ``oci_error``, ``outbid``, ``offline`` (applied to the next create);
+  ``instance``: ``stuck_loading``, ``oci_error``, ``outbid``, ``offline``, ``no_gpu`` (applied to the next
+  create);
   ``any``: ``429`` (the next call of any route is refused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import operator
 from pathlib import Path
@@ -105,7 +107,7 @@ def _parse_env(env: Any) -> dict[str, str]:
         return {k: str(v) for k, v in env.items() if not k.startswith("-")}
     out: dict[str, str] = {}
     parts = str(env or "").split()
-    for flag, val in zip(parts, parts[1:], strict=False):
+    for flag, val in itertools.pairwise(parts):
         if flag == "-e" and "=" in val:
             k, v = val.split("=", 1)
             out[k] = v
@@ -147,7 +149,7 @@ def make_app(state: VastState) -> FastAPI:
             for op, want in cond.items():
                 rows = [r for r in rows if field in r and _OPS[op](r[field], want)]
         for col, direction in reversed(q.get("order", [["score", "desc"]])):
-            rows.sort(key=lambda r, c=col: r.get(c, 0), reverse=direction == "desc")
+            rows.sort(key=lambda r, c=col: r.get(c, 0), reverse=direction == "desc")  # type: ignore[misc]
         if q.get("type") in ("bid", "interruptible"):
             rows = [r | {"is_bid": True, "dph_total": r["min_bid"]} for r in rows]
         return {"offers": rows[: int(q.get("limit", 64))]}
@@ -166,7 +168,7 @@ def make_app(state: VastState) -> FastAPI:
             return error(status, "no_such_ask", f"Instance type by id {ask_id} is not available")
         if "image" not in body and "template_hash_id" not in body:
             return error(400, "invalid_args", "image is required")
-        if not 8 <= int(body.get("disk", 10)) or not str(body.get("label", "")).__len__() <= 256:
+        if not int(body.get("disk", 10)) >= 8 or not str(body.get("label", "")).__len__() <= 256:
             return error(400, "invalid_args", "disk must be >= 8 GB and label <= 256 chars")
         priced = state.priced(offer, float(body.get("disk", 10)))
         storage_per_hour = priced["dph_total"] - offer["dph_base"]
@@ -186,6 +188,8 @@ def make_app(state: VastState) -> FastAPI:
         inst_fault = state.faults.take("instance")
         inst.stuck = inst_fault == "stuck_loading"
         inst.stopped = inst_fault == "outbid"
+        if inst_fault == "no_gpu":  # the offer promised a GPU; the machine shows none (no nvidia-smi)
+            inst.sandbox.num_gpus = 0
         if inst_fault == "oci_error":
             inst.failed = "Error response from daemon: OCI runtime create failed: runc create failed"
         elif inst_fault == "offline":

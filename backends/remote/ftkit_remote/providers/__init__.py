@@ -40,6 +40,7 @@ PROVIDERS: dict[str, tuple[type[Provider], type[BaseModel], str | None]] = {
     "ssh": (SshHostProvider, SshHostConfig, None),
 }
 _URL_ENV = {"vast": "VAST_URL", "runpod": "RUNPOD_API_BASE_URL"}
+_REDACTED = ("<redacted>", "**********")
 
 
 def make_provider(name: str, options: dict[str, Any] | None = None) -> Provider:
@@ -53,6 +54,8 @@ def make_provider(name: str, options: dict[str, Any] | None = None) -> Provider:
         raise ConfigError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
     cls, config_cls, key_env = PROVIDERS[name]
     opts = dict(options or {})
+    if opts.get("api_key") in _REDACTED:  # the registry stores options with secrets redacted
+        opts.pop("api_key")
     if key_env is not None and not opts.get("api_key"):
         opts["api_key"] = os.environ.get(key_env, "")
         if not opts["api_key"]:

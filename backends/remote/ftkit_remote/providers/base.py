@@ -18,6 +18,7 @@ Errors (all :class:`ftkit.errors.FtkitError`)::
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method name of Provider
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ LABEL_PREFIX = "ftkit-"
 """Every instance ftkit creates carries a label (vast ``label``, RunPod/Lambda ``name``) starting with this."""
 
 
-class InstanceState(str, enum.Enum):
+class InstanceState(enum.StrEnum):
     """Where an instance is in its life, the same for every provider."""
 
     PENDING = "pending"  # accepted, not yet placed or booting
@@ -48,7 +49,7 @@ class InstanceState(str, enum.Enum):
         return self is InstanceState.TERMINATED
 
 
-class Tier(str, enum.Enum):
+class Tier(enum.StrEnum):
     """On-demand machines keep running; interruptible (spot/bid) ones may be taken away."""
 
     ON_DEMAND = "on_demand"
@@ -222,7 +223,7 @@ class Provider(ABC):
     async def destroy(self, instance_id: str) -> None:
         """Destroy the instance and stop all billing for it. Idempotent."""
 
-    def self_destroy_command(self) -> list[str] | None:
+    def self_destroy_command(self) -> builtins.list[str] | None:
         """argv that, run on the instance, destroys it with the instance-scoped key (None: not possible).
 
         The command reads the instance's own id and key from environment variables the provider

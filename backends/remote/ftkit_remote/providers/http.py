@@ -101,7 +101,7 @@ class HttpApi:
             sleep=asyncio.sleep,
         )
         try:
-            resp = await retrying(once)
+            resp: httpx.Response = await retrying(once)
         except _Retryable as e:
             if e.response is None:
                 raise APIError(f"{self.provider}: {method} {path} unreachable: {e.error}") from None
@@ -146,6 +146,10 @@ class MinInterval:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._last = time.monotonic()
+
+    def mark(self) -> None:
+        """Restart the interval from now (call when the answer arrived: the server counts from the request)."""
+        self._last = time.monotonic()
 
 
 def json_or_text(resp: httpx.Response) -> Any:

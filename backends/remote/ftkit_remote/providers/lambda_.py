@@ -56,7 +56,8 @@ class LambdaProvider(Provider):
 
     name: ClassVar[str] = "lambda"
     caps: ClassVar[ProviderCaps] = ProviderCaps(
-        can_stop=False, interruptible=False, self_destroy=False, min_seconds_between_creates=12.0, ready_deadline_s=900.0
+        can_stop=False, interruptible=False, self_destroy=False, min_seconds_between_creates=12.0,
+        ready_deadline_s=900.0,
     )
     vendor_statuses: ClassVar[tuple[str | None, ...]] = ("booting", "active", "unhealthy", "terminating", "terminated")
     state_table: ClassVar[dict[str | None, InstanceState]] = {
@@ -126,7 +127,10 @@ class LambdaProvider(Provider):
             "quantity": 1,
             "name": spec.label[:64],
         }
-        resp = await self._api.request("POST", "/instance-operations/launch", json=body, idempotent=False)
+        try:
+            resp = await self._api.request("POST", "/instance-operations/launch", json=body, idempotent=False)
+        finally:
+            self._launch_gate.mark()
         ids = resp.json()["data"]["instance_ids"]
         return str(ids[0])
 
@@ -186,7 +190,7 @@ def _map_error(resp: httpx.Response) -> Exception:
     code, msg = err.get("code"), err.get("message") or str(body)
     if code == "instance-operations/launch/insufficient-capacity":
         return CapacityError(f"lambda: {msg}", resp.status_code, code)
-    if code == "global/invalid-api-key" or resp.status_code == 403 and code and "api-key" in code:
+    if code == "global/invalid-api-key" or (resp.status_code == 403 and code and "api-key" in code):
         return AuthenticationError(f"lambda: {msg}")
     if code == "global/quota-exceeded":
         return QuotaExceededError(f"lambda: {msg}")

@@ -19,6 +19,7 @@ runpod/runpod-python#150).
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method name of Provider
 from typing import Any, ClassVar
 
 import httpx
@@ -202,7 +203,7 @@ class RunPodProvider(Provider):
         except _PodNotFound:
             return  # "pod not found to terminate": already gone
 
-    def self_destroy_command(self) -> list[str]:
+    def self_destroy_command(self) -> builtins.list[str]:
         url = self.config.rest_url.rstrip("/") + "/pods/{RUNPOD_POD_ID}"
         return python_http_delete(url, "RUNPOD_API_KEY", ("RUNPOD_POD_ID",))
 

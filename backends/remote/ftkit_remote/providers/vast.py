@@ -16,6 +16,7 @@ What the fact sheet says matters, and where it is handled here:
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method name of Provider
 from typing import Any, ClassVar
 
 import httpx
@@ -189,7 +190,7 @@ class VastProvider(Provider):
         if resp.status_code == 404:
             return  # not_found / no_such_instance: already gone
 
-    def self_destroy_command(self) -> list[str]:
+    def self_destroy_command(self) -> builtins.list[str]:
         url = self.config.base_url.rstrip("/") + "/api/v0/instances/{CONTAINER_ID}/"
         return python_http_delete(url, "CONTAINER_API_KEY", ("CONTAINER_ID",))
 

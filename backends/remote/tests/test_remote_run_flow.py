@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import remote_options
+from ftkit_remote.emulators.common import EmulatorServer
+from ftkit_remote.leases import LeaseLedger
+from remote_testkit import remote_options
 
 from ftkit import FineTuneJob, JobSpec
 from ftkit.events import JobStatus
-from ftkit_remote.emulators.common import EmulatorServer
-from ftkit_remote.leases import LeaseLedger
 
 
 def _job(data_file: Path, server: EmulatorServer, **over: object) -> FineTuneJob:
@@ -42,7 +42,7 @@ def test_run_succeeds_fetches_adapter_and_destroys(emulator: EmulatorServer, dat
 
 
 def test_worker_failure_destroys_machine(vast: EmulatorServer, data_file: Path) -> None:
-    from conftest import FAKE_WORKER
+    from remote_testkit import FAKE_WORKER
 
     job = _job(data_file, vast, worker_command=["python", FAKE_WORKER, "run", ".", "--fail-at", "2", "--delay", "0.05"])
     job.start()
@@ -53,9 +53,10 @@ def test_worker_failure_destroys_machine(vast: EmulatorServer, data_file: Path) 
 
 
 def test_worker_dying_without_status_is_a_failure(runpod: EmulatorServer, data_file: Path) -> None:
-    from conftest import FAKE_WORKER
+    from remote_testkit import FAKE_WORKER
 
-    job = _job(data_file, runpod, worker_command=["python", FAKE_WORKER, "run", ".", "--die-at", "2", "--delay", "0.05"])
+    cmd = ["python", FAKE_WORKER, "run", ".", "--die-at", "2", "--delay", "0.05"]
+    job = _job(data_file, runpod, worker_command=cmd)
     job.start()
     with pytest.raises(Exception, match="exited"):
         job.wait(poll_interval=0.2, timeout=60)
@@ -63,9 +64,10 @@ def test_worker_dying_without_status_is_a_failure(runpod: EmulatorServer, data_f
 
 
 def test_cancel_stops_worker_and_destroys(lambda_: EmulatorServer, data_file: Path) -> None:
-    from conftest import FAKE_WORKER
+    from remote_testkit import FAKE_WORKER
 
-    job = _job(data_file, lambda_, worker_command=["python", FAKE_WORKER, "run", ".", "--steps", "200", "--delay", "0.1"])
+    cmd = ["python", FAKE_WORKER, "run", ".", "--steps", "200", "--delay", "0.1"]
+    job = _job(data_file, lambda_, worker_command=cmd)
     job.start()
     job.refresh()
     assert job.cancel() is JobStatus.CANCELLED
@@ -74,7 +76,7 @@ def test_cancel_stops_worker_and_destroys(lambda_: EmulatorServer, data_file: Pa
 
 def test_status_from_a_new_process_view_reconnects(vast: EmulatorServer, data_file: Path) -> None:
     """After start, a fresh FineTuneJob.get (as `ftkit status ID` does later) follows the same run."""
-    from conftest import FAKE_WORKER
+    from remote_testkit import FAKE_WORKER
 
     job = _job(data_file, vast, worker_command=["python", FAKE_WORKER, "run", ".", "--steps", "6", "--delay", "0.1"])
     job.start()
