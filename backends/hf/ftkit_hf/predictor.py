@@ -6,7 +6,9 @@ label sees the prompt and its own earlier tokens only (positions restart after t
 sum of the label tokens' log-probabilities is the label's score; a softmax over the labels gives
 probabilities that sum to one. Logits are computed only at the label positions.
 
-On an encoder with a sequence-classification head, ``classify`` is a softmax over the head.
+Scoring packs texts into rows without padding and computes the shared system prompt once
+(see :mod:`ftkit_hf.scoring`). On an encoder with a sequence-classification head, ``classify`` is a
+softmax over the head.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from ftkit.errors import ConfigError
 from ftkit.predictor import UNPARSEABLE, Classification, Messages
+from ftkit_hf.scoring import LabelScorer
 from ftkit_hf.tokenize import LabelPrompter
 
 
@@ -54,6 +57,7 @@ class HFPredictor:
         self.precision = precision
         self.max_length = max_length
         self.batch_tokens = batch_tokens
+        self.reuse_prefix = True  # benchmarks switch it off to measure what the shared-prefix cache saves
         self._prompters: dict[tuple[str, ...], LabelPrompter] = {}
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -92,13 +96,15 @@ class HFPredictor:
         adapter_path = Path(adapter) if adapter is not None else None
         is_adapter = adapter_path is not None and (adapter_path / "adapter_config.json").is_file()
         weights = base if adapter_path is None or is_adapter else adapter_path
-        tok_dir = adapter_path if adapter_path is not None and (adapter_path / "tokenizer_config.json").is_file() else base
+        has_tok = adapter_path is not None and (adapter_path / "tokenizer_config.json").is_file()
+        tok_dir = adapter_path if has_tok else base
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         auto = AutoModelForSequenceClassification if kind == "encoder" else AutoModelForCausalLM
         extra: dict[str, Any] = {}
         if kind == "encoder" and labels is not None:
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                     "label2id": {lab: i for i, lab in enumerate(labels)}}
+                     "label2id": {lab: i for i, lab in enumerate(labels)}, "pad_token_id": pad_id}
         model = auto.from_pretrained(str(weights), dtype=torch.float32, **extra)
         if is_adapter:
             from peft import PeftModel
@@ -208,78 +214,17 @@ class HFPredictor:
         prompter = self._prompter(labs)
         prompts = [prompter.prompt_ids(t) for t in texts]
         answers = [prompter.label_ids[lab] for lab in labs]
-        total = sum(len(a) for a in answers)
-        results: list[Classification | None] = [None] * len(texts)
         with self._inference():
-            for idx in self._batches([len(p) + total for p in prompts]):
-                logp = self._score([prompts[i] for i in idx], answers)
-                probs = torch.softmax(logp, dim=-1)
-                for row, i in enumerate(idx):
-                    p = {lab: float(probs[row, j]) for j, lab in enumerate(labs)}
-                    results[i] = Classification(label=max(p, key=p.__getitem__), probabilities=p)
-        return [r for r in results if r is not None]
-
-    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
-        # Sort by length so a batch pads little; the budget counts padded tokens (what the model computes).
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
-        batch: list[int] = []
-        for i in order:
-            if batch and (len(batch) + 1) * lengths[i] > self.batch_tokens:
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
-
-    def _score(self, prompts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
-        """Summed log-probabilities, shape (len(prompts), len(answers)), from one forward pass."""
-        b, p_max = len(prompts), max(len(p) for p in prompts)
-        seg_lens = [len(a) for a in answers]
-        width = p_max + sum(seg_lens)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        pos = torch.zeros((b, width), dtype=torch.long)
-        valid = torch.zeros((b, width), dtype=torch.bool)
-        # Segment of every column: 0 = prompt, j+1 = answer j (the same columns in every row).
-        seg = torch.zeros(width, dtype=torch.long)
-        within = torch.zeros(width, dtype=torch.long)
-        col = p_max
-        for j, a in enumerate(answers):
-            seg[col : col + len(a)] = j + 1
-            within[col : col + len(a)] = torch.arange(len(a))
-            ids[:, col : col + len(a)] = torch.tensor(a)
-            col += len(a)
-        for r, prompt in enumerate(prompts):
-            off = p_max - len(prompt)
-            ids[r, off:p_max] = torch.tensor(prompt)
-            pos[r, off:p_max] = torch.arange(len(prompt))
-            pos[r, p_max:] = len(prompt) + within[p_max:]
-            valid[r, off:] = True
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        same = (seg[None, :] == 0) | (seg[None, :] == seg[:, None])
-        mask = causal[None] & same[None] & valid[:, None, :]
-        mask |= torch.eye(width, dtype=torch.bool)[None]  # pad rows attend to themselves: no all-masked rows
-        keep = torch.arange(p_max - 1, width - 1)
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask[:, None].to(self.device),
-            position_ids=pos.to(self.device),
-            logits_to_keep=keep.to(self.device),
-        )
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (b, total answer tokens, vocab)
-        scores = torch.zeros(b, len(answers), device=logp.device)
-        rel = 0
-        for j, a in enumerate(answers):
-            # Token 0 of every answer is predicted from the last prompt token (kept column 0);
-            # token k>0 from the answer's own token k-1 (kept column rel + k).
-            cols = torch.tensor([0] + [rel + k for k in range(1, len(a))], device=logp.device)
-            tgt = torch.tensor(a, device=logp.device)
-            scores[:, j] = logp[:, cols, :].gather(-1, tgt.expand(b, -1)[..., None]).squeeze(-1).sum(-1)
-            rel += len(a)
-        return scores.cpu()
+            scorer = LabelScorer(self.model, self.tokenizer.pad_token_id, self.device, batch_tokens=self.batch_tokens)
+            probs = torch.softmax(scorer.score(prompts, answers, reuse_prefix=self.reuse_prefix), dim=-1)
+        out = []
+        for row in probs:
+            p = {lab: float(row[j]) for j, lab in enumerate(labs)}
+            out.append(Classification(label=max(p, key=p.__getitem__), probabilities=p))
+        return out
 
     def _classify_generate(self, texts: Sequence[str], labs: list[str], max_new_tokens: int) -> list[Classification]:
-        msgs = [self._prompter(labs) and _messages(t, labs, self.preamble) for t in texts]
+        msgs = [_messages(t, labs, self.preamble) for t in texts]
         answers = self.generate(msgs, max_new_tokens=max_new_tokens, batch_size=32)
         out = []
         for raw in answers:

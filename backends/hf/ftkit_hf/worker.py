@@ -101,11 +101,18 @@ def run(job_dir: str | Path) -> int:
 
 
 def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, writer: bool) -> dict[str, Any]:
-    import torch
     from transformers import AutoConfig, AutoTokenizer
 
     from ftkit_hf.engine.device import plan_device
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import ftkit_hf.engine as engine
+
+        if not getattr(engine, "SUPPORTS_DISTRIBUTED", False):
+            raise ConfigError(
+                "launcher torchrun/accelerate started several processes, but this version of the ftkit-hf "
+                "engine trains on one device only; use launcher='python' (one GPU)"
+            )
     model_path = Path(spec["model_path"])
     if not model_path.is_dir():
         raise ConfigError(f"model path not found: {model_path}")
@@ -163,12 +170,12 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         from ftkit_hf.seqcls import train_head
 
         assert labels is not None
-        train_rows, n_tok = prepare_head_file(spec["train"], tokenizer=tokenizer, labels=labels, max_length=max_length)
+        train_rows, _ = prepare_head_file(spec["train"], tokenizer=tokenizer, labels=labels, max_length=max_length)
         valid_rows = None
         if spec.get("validation"):
             valid_rows, _ = prepare_head_file(spec["validation"], tokenizer=tokenizer, labels=labels,
                                               max_length=max_length)
-        model = _load_head_model(model_path, labels, config)
+        model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id)
         if stop():
             return {"status": "cancelled"}
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
@@ -206,7 +213,6 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         _record_throughput(spec, plan.describe(), result.tokens_per_second)
         files.append_event("message", f"training done: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s"
                            + (" (early stopped)" if result.early_stopped else ""), **summary)
-    del torch
     return {"status": "succeeded", "result": summary, "finished": time.time()}
 
 
@@ -238,13 +244,14 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
     return get_peft_model(model, lora)
 
 
-def _load_head_model(model_path: Path, labels: list[str], config: HFConfig) -> Any:
+def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_id: int | None) -> Any:
     import torch
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
         str(model_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch.float32,
+        pad_token_id=pad_id,  # decoder models with a head find the last real token through it
     )
     if config.method == "full":
         return model
@@ -283,7 +290,9 @@ def _record_throughput(spec: dict[str, Any], device: str, tps: float) -> None:
     path = cache_dir() / "hf-throughput.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        data[f"{spec['model']}|{device}|{spec['config'].get('method', 'lora')}"] = round(float(tps), 1)
+        key = f"{spec['model']}|{device}|{spec['config'].get('method', 'lora')}"
+        # Keep the fastest speed seen: a run slowed by other load on the machine should not inflate estimates.
+        data[key] = round(max(float(tps), float(data.get(key, 0.0))), 1)
         atomic_write_text(path, json.dumps(data, indent=1))
     except (OSError, ValueError):
         pass

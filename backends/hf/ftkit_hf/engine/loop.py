@@ -26,7 +26,7 @@ from .checkpoint import (
 )
 from .device import DevicePlan, apply_plan, plan_device
 from .loss import Levers, LossComputer
-from .precision import autocast, frozen_linear_weights_in
+from .precision import autocast, frozen_weights_in
 from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -201,8 +201,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     last_checkpoint_step = pos.step if resume_from is not None else -1
     model.train()
     bf16_storage = plan.autocast_dtype if levers.bf16_frozen_weights else None
-    tied_head = (run.loss_fn.head,) if run.loss_fn.head is not None else ()
-    with run.loss_fn.context(), frozen_linear_weights_in(model, bf16_storage, skip=tied_head):
+    with run.loss_fn.context(), frozen_weights_in(model, bf16_storage):
         while pos.step < total_steps and pos.epoch < len(plans):
             steps_of_epoch = plans[pos.epoch]
             if pos.batch_index >= len(steps_of_epoch):
@@ -213,6 +212,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                 return result(stopped=True)
             batch = run.collate([examples[i] for i in steps_of_epoch[pos.batch_index]])
             started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
             loss = run.step_loss(batch)
             loss.backward()
             optimizer.step()
@@ -242,7 +242,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                 event = {"kind": "metrics", "step": pos.step, "total_steps": total_steps,
                          "epoch": round(pos.epoch + pos.batch_index / len(plans[min(pos.epoch, len(plans) - 1)]), 4)
                          if not epoch_end else float(pos.epoch),
-                         "train_loss": pos.last_train_loss, "learning_rate": optimizer.param_groups[0]["lr"],
+                         "train_loss": pos.last_train_loss, "learning_rate": lr,
                          "tokens_per_second": window_tokens / window_seconds if window_seconds else 0.0}
                 window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
             if evaluate:

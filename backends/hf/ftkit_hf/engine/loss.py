@@ -40,8 +40,9 @@ class Levers:
     Attributes:
         packing: pack a step's examples into one row with per-example attention (else padded batches).
         label_only_logits: apply the LM head only where a target exists (else on every position).
-        bf16_frozen_weights: under bf16, keep the frozen base weights in bf16 during training so autocast
-            does not recast them on every forward and backward pass.
+        bf16_frozen_weights: under bf16, store the frozen base weights (linear, embedding, norm) in bf16
+            during training: autocast no longer recasts them on every pass and the hidden states flow in
+            bf16 between layers, as with a bf16-loaded model on a GPU. Restored afterwards.
         compile: ``torch.compile`` the decoder stack (off by default: on CPU with variable shapes the
             recompilations cost more than they save; see docs/performance.md).
     """

