@@ -246,9 +246,11 @@ def _ranges(path: Path, n: int) -> list[tuple[int, int | None, int]]:
         firsts, line, prev = [], 1, 0
         for c in cuts[:-1]:
             f.seek(prev)
-            line += f.read(c - prev).count(b"\n")
+            while prev < c:  # count newlines in blocks: memory stays flat on a file of any size
+                block = f.read(min(1 << 24, c - prev))
+                line += block.count(b"\n")
+                prev += len(block)
             firsts.append(line)
-            prev = c
     return [(cuts[i], cuts[i + 1], firsts[i]) for i in range(n) if cuts[i] < cuts[i + 1]]
 
 
