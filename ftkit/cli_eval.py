@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         calibrate: CalOpt = None,
         holdout: Annotated[Path | None, typer.Option(help="Fit the calibrator on this labelled file.")] = None,
         holdout_predictions: Annotated[
-            Path | None, typer.Option(help="Predictions on --holdout (with --predictions).")] = None,
+            Path | None, typer.Option(help="Predictions on --holdout (with --predictions).")
+        ] = None,
         save_calibrator: Annotated[Path | None, typer.Option(help="Write the fitted calibrator (JSON).")] = None,
         save_predictions: Annotated[Path | None, typer.Option(help="Write the model's predictions (JSONL).")] = None,
         bootstrap: BootOpt = 1000,
@@ -96,8 +97,14 @@ def register(app: typer.Typer) -> None:
         if calibrate not in (None, "platt", "isotonic"):
             raise ConfigError(f"--calibrate must be platt or isotonic, not {calibrate!r}")
         report = evaluate(
-            source, data, labels.split(",") if labels else None, name=name, calibrate=calibrate,  # type: ignore[arg-type]
-            holdout=holdout, holdout_predictions=holdout_predictions, bootstrap=bootstrap,
+            source,
+            data,
+            labels.split(",") if labels else None,
+            name=name,
+            calibrate=calibrate,  # type: ignore[arg-type]
+            holdout=holdout,
+            holdout_predictions=holdout_predictions,
+            bootstrap=bootstrap,
         )
         if save_calibrator is not None:
             if report.calibrator is None:
@@ -109,9 +116,12 @@ def register(app: typer.Typer) -> None:
 
             lp = report._arrays
             rows = [
-                Prediction(label=lp.labels[p] if p >= 0 else UNPARSEABLE,
-                           probabilities=dict(zip(lp.labels, map(float, lp.proba[i]), strict=True))
-                           if lp.proba is not None else None)
+                Prediction(
+                    label=lp.labels[p] if p >= 0 else UNPARSEABLE,
+                    probabilities=dict(zip(lp.labels, map(float, lp.proba[i]), strict=True))
+                    if lp.proba is not None
+                    else None,
+                )
                 for i, p in enumerate(lp.y_pred)
             ]
             write_predictions(save_predictions, rows, load_reference(data).ids)
@@ -142,8 +152,13 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("compare needs at least two jobs or predictions files")
         if calibrate not in (None, "platt", "isotonic"):
             raise ConfigError(f"--calibrate must be platt or isotonic, not {calibrate!r}")
-        result = compare([_source(m) for m in models], data, labels.split(",") if labels else None,
-                         calibrate=calibrate, bootstrap=bootstrap)
+        result = compare(
+            [_source(m) for m in models],
+            data,
+            labels.split(",") if labels else None,
+            calibrate=calibrate,
+            bootstrap=bootstrap,
+        )
         if html is not None:
             result.to_html(html)
         if as_json:
@@ -175,9 +190,15 @@ def register(app: typer.Typer) -> None:
             out.print(line, highlight=False)
         t = Table("backend", "what", "train $", "train h", "eval $", "total $", "source")
         for r in report.rows:
-            t.add_row(r.backend + ("" if r.installed else " (not installed)"), r.target, _money(r.train_usd),
-                      "-" if r.train_hours is None else f"{r.train_hours:.3f}", _money(r.eval_usd),
-                      _money(r.total_usd), r.source)
+            t.add_row(
+                r.backend + ("" if r.installed else " (not installed)"),
+                r.target,
+                _money(r.train_usd),
+                "-" if r.train_hours is None else f"{r.train_hours:.3f}",
+                _money(r.eval_usd),
+                _money(r.total_usd),
+                r.source,
+            )
         out.print(t)
         for r in report.rows:
             out.print(f"[bold]{r.backend}: {r.target}[/bold]", highlight=False)

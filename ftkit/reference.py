@@ -76,8 +76,13 @@ def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
 
 def render() -> str:
     """The whole reference: the spec, the hyperparameters and every installed backend's options."""
-    parts = [_HEADER, "## Top-level keys\n", model_table(JobSpec, skip=("hyperparameters", "backend_options")),
-             "\n## `[hyperparameters]`\n", model_table(Hyperparameters)]
+    parts = [
+        _HEADER,
+        "## Top-level keys\n",
+        model_table(JobSpec, skip=("hyperparameters", "backend_options")),
+        "\n## `[hyperparameters]`\n",
+        model_table(Hyperparameters),
+    ]
     for name, info in installed_backends().items():
         try:
             cls = load_backend_class(name)

@@ -116,9 +116,15 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         if not path.exists():
             atomic_write_bytes(path, body)
         hyper, options = self._spec_parts()
-        spec = JobSpec(task="classification", model=self.model, train=Path(path), labels=vocab,
-                       preamble=self.preamble, hyperparameters=Hyperparameters(**hyper),
-                       backend_options={self.backend: options} if options else {})
+        spec = JobSpec(
+            task="classification",
+            model=self.model,
+            train=Path(path),
+            labels=vocab,
+            preamble=self.preamble,
+            hyperparameters=Hyperparameters(**hyper),
+            backend_options={self.backend: options} if options else {},
+        )
         job = FineTuneJob.create(spec, backend=self.backend, store=store)
         job.start()
         job.wait(timeout=self.timeout)

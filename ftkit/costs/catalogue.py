@@ -40,27 +40,70 @@ class OpenAIPrice(BaseModel):
 OPENAI_PRICES: dict[str, OpenAIPrice] = {
     p.model: p
     for p in [
-        OpenAIPrice(model="gpt-4.1-2025-04-14", training_per_mtok=25.0, input_per_mtok=3.0, cached_input_per_mtok=0.75,
-                    output_per_mtok=12.0, batch_input_per_mtok=1.5, batch_output_per_mtok=6.0),
-        OpenAIPrice(model="gpt-4.1-mini-2025-04-14", training_per_mtok=5.0, input_per_mtok=0.8,
-                    cached_input_per_mtok=0.2, output_per_mtok=3.2, batch_input_per_mtok=0.4,
-                    batch_output_per_mtok=1.6),
-        OpenAIPrice(model="gpt-4.1-nano-2025-04-14", training_per_mtok=1.5, input_per_mtok=0.2,
-                    cached_input_per_mtok=0.05, output_per_mtok=0.8, batch_input_per_mtok=0.1,
-                    batch_output_per_mtok=0.4),
+        OpenAIPrice(
+            model="gpt-4.1-2025-04-14",
+            training_per_mtok=25.0,
+            input_per_mtok=3.0,
+            cached_input_per_mtok=0.75,
+            output_per_mtok=12.0,
+            batch_input_per_mtok=1.5,
+            batch_output_per_mtok=6.0,
+        ),
+        OpenAIPrice(
+            model="gpt-4.1-mini-2025-04-14",
+            training_per_mtok=5.0,
+            input_per_mtok=0.8,
+            cached_input_per_mtok=0.2,
+            output_per_mtok=3.2,
+            batch_input_per_mtok=0.4,
+            batch_output_per_mtok=1.6,
+        ),
+        OpenAIPrice(
+            model="gpt-4.1-nano-2025-04-14",
+            training_per_mtok=1.5,
+            input_per_mtok=0.2,
+            cached_input_per_mtok=0.05,
+            output_per_mtok=0.8,
+            batch_input_per_mtok=0.1,
+            batch_output_per_mtok=0.4,
+        ),
         # The scraped batch row for gpt-4o-2024-08-06 is not half the standard price: left out as uncertain.
-        OpenAIPrice(model="gpt-4o-2024-08-06", training_per_mtok=25.0, input_per_mtok=3.75,
-                    cached_input_per_mtok=1.875, output_per_mtok=15.0),
-        OpenAIPrice(model="gpt-4o-mini-2024-07-18", training_per_mtok=3.0, input_per_mtok=0.3,
-                    cached_input_per_mtok=0.15, output_per_mtok=1.2, batch_input_per_mtok=0.15,
-                    batch_output_per_mtok=0.6),
-        OpenAIPrice(model="gpt-3.5-turbo", training_per_mtok=8.0, input_per_mtok=3.0, output_per_mtok=6.0,
-                    batch_input_per_mtok=1.5, batch_output_per_mtok=3.0),
+        OpenAIPrice(
+            model="gpt-4o-2024-08-06",
+            training_per_mtok=25.0,
+            input_per_mtok=3.75,
+            cached_input_per_mtok=1.875,
+            output_per_mtok=15.0,
+        ),
+        OpenAIPrice(
+            model="gpt-4o-mini-2024-07-18",
+            training_per_mtok=3.0,
+            input_per_mtok=0.3,
+            cached_input_per_mtok=0.15,
+            output_per_mtok=1.2,
+            batch_input_per_mtok=0.15,
+            batch_output_per_mtok=0.6,
+        ),
+        OpenAIPrice(
+            model="gpt-3.5-turbo",
+            training_per_mtok=8.0,
+            input_per_mtok=3.0,
+            output_per_mtok=6.0,
+            batch_input_per_mtok=1.5,
+            batch_output_per_mtok=3.0,
+        ),
         OpenAIPrice(model="davinci-002", training_per_mtok=6.0, input_per_mtok=12.0, output_per_mtok=12.0),
         OpenAIPrice(model="babbage-002", training_per_mtok=0.4, input_per_mtok=1.6, output_per_mtok=1.6),
-        OpenAIPrice(model="o4-mini-2025-04-16", training_per_mtok=None, training_per_hour=100.0, input_per_mtok=4.0,
-                    cached_input_per_mtok=1.0, output_per_mtok=16.0, batch_input_per_mtok=2.0,
-                    batch_output_per_mtok=8.0),
+        OpenAIPrice(
+            model="o4-mini-2025-04-16",
+            training_per_mtok=None,
+            training_per_hour=100.0,
+            input_per_mtok=4.0,
+            cached_input_per_mtok=1.0,
+            output_per_mtok=16.0,
+            batch_input_per_mtok=2.0,
+            batch_output_per_mtok=8.0,
+        ),
     ]
 }
 _OPENAI_ALIASES = {
@@ -106,8 +149,13 @@ GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in [
         GpuSpec(name="H200", bf16_tflops=989, watts=700, memory_gb=141, source=f"{_NV} (same compute as H100 SXM)"),
-        GpuSpec(name="H100 SXM", bf16_tflops=989, watts=700, memory_gb=80,
-                source=f"{_NV}; 798 measured on an 8192³ matmul (facts/performance.md §4.1)"),
+        GpuSpec(
+            name="H100 SXM",
+            bf16_tflops=989,
+            watts=700,
+            memory_gb=80,
+            source=f"{_NV}; 798 measured on an 8192³ matmul (facts/performance.md §4.1)",
+        ),
         GpuSpec(name="H100 PCIe", bf16_tflops=756, watts=350, memory_gb=80, source=f"{_NV} [unverified]"),
         GpuSpec(name="A100 80GB", bf16_tflops=312, watts=400, memory_gb=80, source=f"{_NV} (SXM; PCIe 300 W)"),
         GpuSpec(name="A100 40GB", bf16_tflops=312, watts=400, memory_gb=40, source=_NV),
@@ -180,17 +228,33 @@ class ProviderOverhead(BaseModel):
 PROVIDERS: dict[str, ProviderOverhead] = {
     p.provider: p
     for p in [
-        ProviderOverhead(provider="lambda", startup_minutes=10.0, storage_usd_per_gb_month=0.0,
-                         source="238-333 s to active (3rd-party benchmark, facts/remote-gpu-providers.md §3.3) + "
-                                "~5 min environment setup and base-model download [guess]; disk is in the price"),
-        ProviderOverhead(provider="runpod", startup_minutes=8.0, storage_usd_per_gb_month=0.10,
-                         source="1-5 min to runtime [?] (facts §2.7) + ~5 min setup [guess]; container disk "
-                                "$0.10/GB/month (facts §2.5)"),
-        ProviderOverhead(provider="vast", startup_minutes=8.0, storage_usd_per_gb_month=0.15,
-                         source="'Loading' ~30 s with cached images, longer on slow hosts (facts §1.8) + ~5 min setup "
-                                "[guess]; storage is host-set, $0.10-0.20/GB/month typical [guess]"),
-        ProviderOverhead(provider="ssh", startup_minutes=5.0, storage_usd_per_gb_month=0.0,
-                         source="your own machine: setup only [guess]"),
+        ProviderOverhead(
+            provider="lambda",
+            startup_minutes=10.0,
+            storage_usd_per_gb_month=0.0,
+            source="238-333 s to active (3rd-party benchmark, facts/remote-gpu-providers.md §3.3) + "
+            "~5 min environment setup and base-model download [guess]; disk is in the price",
+        ),
+        ProviderOverhead(
+            provider="runpod",
+            startup_minutes=8.0,
+            storage_usd_per_gb_month=0.10,
+            source="1-5 min to runtime [?] (facts §2.7) + ~5 min setup [guess]; container disk "
+            "$0.10/GB/month (facts §2.5)",
+        ),
+        ProviderOverhead(
+            provider="vast",
+            startup_minutes=8.0,
+            storage_usd_per_gb_month=0.15,
+            source="'Loading' ~30 s with cached images, longer on slow hosts (facts §1.8) + ~5 min setup "
+            "[guess]; storage is host-set, $0.10-0.20/GB/month typical [guess]",
+        ),
+        ProviderOverhead(
+            provider="ssh",
+            startup_minutes=5.0,
+            storage_usd_per_gb_month=0.0,
+            source="your own machine: setup only [guess]",
+        ),
     ]
 }
 
@@ -206,7 +270,8 @@ class Electricity(BaseModel):
 
 
 ELECTRICITY = Electricity(
-    usd_per_kwh=0.17, as_of="2025",
+    usd_per_kwh=0.17,
+    as_of="2025",
     source="approximate US average residential price (EIA Electric Power Monthly, 2025); set [costs] usd_per_kwh",
 )
 DEVICE_WATTS: dict[str, float] = {"cpu": 65.0, "mps": 40.0, "cuda": 350.0}

@@ -57,8 +57,10 @@ class CostSettings(BaseModel):
     remote_tokens_per_second: float | None = Field(default=None, gt=0, description="Measured remote training speed.")
     model_parameters: float | None = Field(default=None, gt=0, description="Parameters of the open model.")
     mfu: float = Field(default=DEFAULT_MFU, gt=0, le=1, description="Model FLOP utilisation assumed on GPUs.")
-    gpus: list[str] = Field(default_factory=lambda: ["RTX 4090", "A100 80GB", "H100 SXM"],
-                            description="GPU types to price for remote training.")
+    gpus: list[str] = Field(
+        default_factory=lambda: ["RTX 4090", "A100 80GB", "H100 SXM"],
+        description="GPU types to price for remote training.",
+    )
     providers: list[str] | None = Field(default=None, description="Providers to price (default: all catalogued).")
     price: PricePoint = Field(default="mid", description="Which end of a rental price range to use.")
     startup_minutes: float | None = Field(default=None, ge=0, description="Override the provider's start-up time.")
@@ -102,8 +104,10 @@ def estimate_openai(
     price = openai_price(model)
     n_epochs = openai_epochs(n_examples, epochs)
     if price.training_per_mtok is None:
-        raise ConfigError(f"{price.model} is billed per training hour (${price.training_per_hour}/h): "
-                          "its cost depends on wall time, which cannot be estimated from tokens")
+        raise ConfigError(
+            f"{price.model} is billed per training hour (${price.training_per_hour}/h): "
+            "its cost depends on wall time, which cannot be estimated from tokens"
+        )
     billed = billed_tokens_per_epoch * n_epochs
     usd = billed * price.training_per_mtok / 1e6
     how = "given" if epochs is not None else f"OpenAI's auto heuristic for {n_examples} examples"
@@ -130,9 +134,13 @@ def estimate_openai_inference(
         inp, out, how = price.input_per_mtok, price.output_per_mtok, "synchronous"
     usd = (input_tokens * inp + output_tokens * out) / 1e6
     return CostEstimate(
-        usd=usd, hours=None, billed_tokens=input_tokens + output_tokens,
-        assumptions=[f"{input_tokens:,} input tokens × ${inp}/1M + {output_tokens:,} output tokens × ${out}/1M "
-                     f"({how} price of fine-tuned {price.model}, as of {price.as_of})"],
+        usd=usd,
+        hours=None,
+        billed_tokens=input_tokens + output_tokens,
+        assumptions=[
+            f"{input_tokens:,} input tokens × ${inp}/1M + {output_tokens:,} output tokens × ${out}/1M "
+            f"({how} price of fine-tuned {price.model}, as of {price.as_of})"
+        ],
     )
 
 
@@ -155,7 +163,9 @@ def estimate_local(
     hours = tokens / tokens_per_second / 3600
     usd = watts / 1000 * hours * usd_per_kwh
     return CostEstimate(
-        usd=usd, hours=hours, billed_tokens=tokens,
+        usd=usd,
+        hours=hours,
+        billed_tokens=tokens,
         assumptions=[
             f"{tokens:,} training tokens at {tokens_per_second:,.0f} tokens/s ({speed_source}) = {hours:.3f} h",
             f"{watts:.0f} W × {hours:.3f} h × ${usd_per_kwh}/kWh; electricity only, hardware not counted",
@@ -203,8 +213,10 @@ def estimate_remote(
             raise ConfigError(f"no catalogued {spec.name} rate at {provider}; pass usd_per_hour")
         rate = rates[0]
         usd_per_hour = {"low": rate.low, "mid": rate.mid, "high": rate.high}[price]
-        notes.append(f"{spec.name} at {provider}: ${rate.low}-{rate.high}/GPU-h, using {price} ${usd_per_hour:.3f} "
-                     f"(as of {rate.as_of}; {rate.source})")
+        notes.append(
+            f"{spec.name} at {provider}: ${rate.low}-{rate.high}/GPU-h, using {price} ${usd_per_hour:.3f} "
+            f"(as of {rate.as_of}; {rate.source})"
+        )
     else:
         notes.append(f"{spec.name} at {provider}: ${usd_per_hour}/GPU-h (given)")
     start = over.startup_minutes if startup_minutes is None else startup_minutes
@@ -213,7 +225,9 @@ def estimate_remote(
     gpu_usd = usd_per_hour * gpus * hours
     disk_usd = disk_gb * over.storage_usd_per_gb_month / 720 * hours
     return CostEstimate(
-        usd=gpu_usd + disk_usd, hours=hours, billed_tokens=tokens,
+        usd=gpu_usd + disk_usd,
+        hours=hours,
+        billed_tokens=tokens,
         assumptions=[
             f"{tokens:,} training tokens at {tokens_per_second:,.0f} tokens/s ({speed_source}) = {train_hours:.3f} h",
             f"+ {start:g} min start-up ({over.source})",
@@ -246,6 +260,8 @@ def remote_speed(parameters: float, gpu: str, settings: CostSettings, method: st
         return settings.remote_tokens_per_second, "from [costs] remote_tokens_per_second"
     spec = gpu_spec(gpu)
     tps = tokens_per_second(parameters, spec.bf16_tflops * 1e12, method=method, mfu=settings.mfu)
-    how = (f"{settings.mfu:.0%} of {spec.name}'s {spec.bf16_tflops:g} bf16 TFLOP/s, {parameters / 1e6:,.0f}M params; "
-           "HF Trainer+PEFT reaches 2-4%, tuned engines 8-25%: set [costs] mfu once measured")
+    how = (
+        f"{settings.mfu:.0%} of {spec.name}'s {spec.bf16_tflops:g} bf16 TFLOP/s, {parameters / 1e6:,.0f}M params; "
+        "HF Trainer+PEFT reaches 2-4%, tuned engines 8-25%: set [costs] mfu once measured"
+    )
     return tps, how

@@ -157,20 +157,45 @@ def estimate_all(
             except Exception as e:  # a third-party backend's estimate must not break the table
                 error = f"the backend's own estimate failed: {type(e).__name__}: {e}"
         if own is not None:
-            row = CostRow(backend=name, target=own_model or name,
-                          train_usd=own.usd, train_hours=own.hours, source="backend",
-                          assumptions=list(own.assumptions))
+            row = CostRow(
+                backend=name,
+                target=own_model or name,
+                train_usd=own.usd,
+                train_hours=own.hours,
+                source="backend",
+                assumptions=list(own.assumptions),
+            )
             rows.append(_total(row))
         if name == "openai":
             if own is None:
                 try:
                     est = estimate_openai(stats.billed_tokens_per_epoch, stats.examples, openai_model, epochs)
-                    rows.append(_total(CostRow(backend=name, target=openai_model, train_usd=est.usd, train_hours=None,
-                                               source="catalogue", installed=name in installed,
-                                               assumptions=est.assumptions, error=error)))
+                    rows.append(
+                        _total(
+                            CostRow(
+                                backend=name,
+                                target=openai_model,
+                                train_usd=est.usd,
+                                train_hours=None,
+                                source="catalogue",
+                                installed=name in installed,
+                                assumptions=est.assumptions,
+                                error=error,
+                            )
+                        )
+                    )
                 except ConfigError as e:
-                    rows.append(CostRow(backend=name, target=openai_model, train_usd=None, train_hours=None,
-                                        source="catalogue", installed=name in installed, error=str(e)))
+                    rows.append(
+                        CostRow(
+                            backend=name,
+                            target=openai_model,
+                            train_usd=None,
+                            train_hours=None,
+                            source="catalogue",
+                            installed=name in installed,
+                            error=str(e),
+                        )
+                    )
             if n_test and rows and rows[-1].backend == name and rows[-1].train_usd is not None:
                 inf = estimate_openai_inference(eval_in, eval_out, openai_model, batch=True)
                 rows[-1].eval_usd, rows[-1].eval_hours = inf.usd, None
@@ -182,25 +207,48 @@ def estimate_all(
                 params = cs.model_parameters or model_parameters(model)
             except ConfigError as e:
                 if own is None:
-                    rows.append(CostRow(backend=name, target=model, train_usd=None, train_hours=None,
-                                        source="catalogue", installed=name in installed, error=str(e)))
+                    rows.append(
+                        CostRow(
+                            backend=name,
+                            target=model,
+                            train_usd=None,
+                            train_hours=None,
+                            source="catalogue",
+                            installed=name in installed,
+                            error=str(e),
+                        )
+                    )
                 continue
-            base = [f"{stats.billed_tokens_per_epoch:,} tokens/epoch (o200k count of the chat-formatted examples) × "
-                    f"{local_epochs} epochs" + ("" if epochs else " (default when the config sets none)")]
+            base = [
+                f"{stats.billed_tokens_per_epoch:,} tokens/epoch (o200k count of the chat-formatted examples) × "
+                f"{local_epochs} epochs" + ("" if epochs else " (default when the config sets none)")
+            ]
             if name == "hf":
                 if own is None:
                     tps, how = local_speed(params, cs)
                     est = estimate_local(tokens, tps, local_watts(cs), cs.usd_per_kwh, speed_source=how)
-                    row = CostRow(backend=name, target=f"{model} on local {cs.local_device}", train_usd=est.usd,
-                                  train_hours=est.hours, source="catalogue", installed=name in installed,
-                                  assumptions=base + est.assumptions, error=error)
+                    row = CostRow(
+                        backend=name,
+                        target=f"{model} on local {cs.local_device}",
+                        train_usd=est.usd,
+                        train_hours=est.hours,
+                        source="catalogue",
+                        installed=name in installed,
+                        assumptions=base + est.assumptions,
+                        error=error,
+                    )
                     rows.append(row)
                 else:
                     row = rows[-1]
                     tps, how = local_speed(params, cs)
                 if n_test and row.train_hours is not None:
-                    ev = estimate_local(test_tokens or 0, tps * EVAL_SPEEDUP, local_watts(cs), cs.usd_per_kwh,
-                                        speed_source=f"{EVAL_SPEEDUP:g}× training speed: forward pass only")
+                    ev = estimate_local(
+                        test_tokens or 0,
+                        tps * EVAL_SPEEDUP,
+                        local_watts(cs),
+                        cs.usd_per_kwh,
+                        speed_source=f"{EVAL_SPEEDUP:g}× training speed: forward pass only",
+                    )
                     row.eval_usd, row.eval_hours = ev.usd, ev.hours
                     row.assumptions += ["evaluation: " + a for a in ev.assumptions]
                 _total(row)
@@ -210,29 +258,61 @@ def estimate_all(
                         if cs.providers and rate.provider not in cs.providers:
                             continue
                         tps, how = remote_speed(params, gpu, cs)
-                        est = estimate_remote(tokens, tps, gpu, rate.provider, startup_minutes=cs.startup_minutes,
-                                              disk_gb=cs.disk_gb, price=cs.price, speed_source=how)
-                        row = CostRow(backend=name, target=f"{model} on {rate.gpu} at {rate.provider}",
-                                      train_usd=est.usd, train_hours=est.hours, source="catalogue",
-                                      installed=name in installed, assumptions=base + est.assumptions, error=error)
+                        est = estimate_remote(
+                            tokens,
+                            tps,
+                            gpu,
+                            rate.provider,
+                            startup_minutes=cs.startup_minutes,
+                            disk_gb=cs.disk_gb,
+                            price=cs.price,
+                            speed_source=how,
+                        )
+                        row = CostRow(
+                            backend=name,
+                            target=f"{model} on {rate.gpu} at {rate.provider}",
+                            train_usd=est.usd,
+                            train_hours=est.hours,
+                            source="catalogue",
+                            installed=name in installed,
+                            assumptions=base + est.assumptions,
+                            error=error,
+                        )
                         if n_test:
                             per_hour = (est.usd - 0.0) / est.hours if est.hours else 0.0
                             ev_hours = (test_tokens or 0) / (tps * EVAL_SPEEDUP) / 3600
                             row.eval_hours, row.eval_usd = ev_hours, per_hour * ev_hours
                             row.assumptions.append(
                                 f"evaluation on the same machine: {test_tokens:,} tokens at "
-                                f"{tps * EVAL_SPEEDUP:,.0f} tokens/s (forward only) = {ev_hours:.4f} h")
+                                f"{tps * EVAL_SPEEDUP:,.0f} tokens/s (forward only) = {ev_hours:.4f} h"
+                            )
                         rows.append(_total(row))
         elif own is None:
-            rows.append(CostRow(backend=name, target=name, train_usd=None, train_hours=None, source="backend",
-                                installed=name in installed,
-                                error=error or ("the backend gives no estimate; the catalogue has no formula for it"
-                                                if name in installed else
-                                                f"no backend named {name!r} is installed "
-                                                f"(installed: {', '.join(installed) or 'none'})")))
-    return CostReport(data=str(spec.train), test=str(test) if test else None, examples=stats.examples,
-                      billed_tokens_per_epoch=stats.billed_tokens_per_epoch, test_examples=n_test,
-                      test_tokens=test_tokens, rows=rows)
+            rows.append(
+                CostRow(
+                    backend=name,
+                    target=name,
+                    train_usd=None,
+                    train_hours=None,
+                    source="backend",
+                    installed=name in installed,
+                    error=error
+                    or (
+                        "the backend gives no estimate; the catalogue has no formula for it"
+                        if name in installed
+                        else f"no backend named {name!r} is installed (installed: {', '.join(installed) or 'none'})"
+                    ),
+                )
+            )
+    return CostReport(
+        data=str(spec.train),
+        test=str(test) if test else None,
+        examples=stats.examples,
+        billed_tokens_per_epoch=stats.billed_tokens_per_epoch,
+        test_examples=n_test,
+        test_tokens=test_tokens,
+        rows=rows,
+    )
 
 
 def summary_lines(report: CostReport) -> list[str]:

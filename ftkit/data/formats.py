@@ -87,7 +87,7 @@ def check_messages(obj: dict[str, Any], line: int, issues: list[Issue], where: s
         role = m.get("role")
         if role is None:
             issues.append(Issue(line=line, code="missing_role", message=f"{at} has no role"))
-        elif role not in ROLES:
+        elif not isinstance(role, str) or role not in ROLES:
             issues.append(Issue(line=line, code="unknown_role", message=f"{at} has role {role!r}"))
         extra = set(m) - MESSAGE_KEYS
         if extra:

@@ -169,8 +169,16 @@ class _Part:
             getattr(self, name).extend(getattr(other, name))
 
 
-def _scan_range(path: Path, target: Target, allowed: frozenset[str] | None, count_tokens: bool, start: int,
-                end: int | None, first_line: int, file_format: Format | None) -> _Part:
+def _scan_range(
+    path: Path,
+    target: Target,
+    allowed: frozenset[str] | None,
+    count_tokens: bool,
+    start: int,
+    end: int | None,
+    first_line: int,
+    file_format: Format | None,
+) -> _Part:
     """Check, count and hash every line of one byte range of the file."""
     part = _Part()
     pending: list[tuple[Format, dict[str, Any], int]] = []

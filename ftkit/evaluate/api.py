@@ -47,8 +47,9 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _run_batched(fn: Callable[[Sequence[Any]], list[Any]], items: Sequence[Any], batch_size: int,
-                 progress: bool, what: str) -> list[Any]:
+def _run_batched(
+    fn: Callable[[Sequence[Any]], list[Any]], items: Sequence[Any], batch_size: int, progress: bool, what: str
+) -> list[Any]:
     """Call ``fn`` on batches of ``items`` with a rich progress bar; check every batch's answer count."""
     out: list[Any] = []
     if progress:
@@ -77,16 +78,18 @@ class _null:
         return None
 
 
-def _predict(source: Any, ref: Reference, labels: list[str] | None, batch_size: int, progress: bool,
-             what: str) -> tuple[list[Prediction] | list[str], list[tuple[float, int]] | None]:
+def _predict(
+    source: Any, ref: Reference, labels: list[str] | None, batch_size: int, progress: bool, what: str
+) -> tuple[list[Prediction] | list[str], list[tuple[float, int]] | None]:
     """Answers of a Predictor, a predictions file or a list of answers for the reference examples."""
     if isinstance(source, (str, Path)):
         return load_predictions(source, ref), None
     if _is_predictor(source):
         if ref.task == "classification":
             vocab = labels or getattr(source, "labels", None) or ref.label_set()
-            answers = _run_batched(lambda b: source.classify(list(b), labels=vocab), ref.texts, batch_size,
-                                   progress, what)
+            answers = _run_batched(
+                lambda b: source.classify(list(b), labels=vocab), ref.texts, batch_size, progress, what
+            )
             return from_classifications(answers), None
         outputs = _run_batched(lambda b: source.generate(list(b)), ref.prompts, batch_size, progress, what)
         losses = None
@@ -106,8 +109,15 @@ def _predict(source: Any, ref: Reference, labels: list[str] | None, batch_size: 
     )
 
 
-def _calibrate(report: EvaluationReport, lp: LabelledPredictions, method: Method, holdout_lp: LabelledPredictions
-               | None, folds: int, seed: int, n_bins: int) -> None:
+def _calibrate(
+    report: EvaluationReport,
+    lp: LabelledPredictions,
+    method: Method,
+    holdout_lp: LabelledPredictions | None,
+    folds: int,
+    seed: int,
+    n_bins: int,
+) -> None:
     assert lp.proba is not None
     if holdout_lp is not None:
         if holdout_lp.proba is None:
@@ -129,8 +139,12 @@ def _calibrate(report: EvaluationReport, lp: LabelledPredictions, method: Method
         "after": {k: after_m[k] for k in ("log_loss", "brier", "ece")} | {"accuracy": after_acc},
         "reliability": after_m["reliability"],
     }
-    report.metrics |= {"calibrated_log_loss": after_m["log_loss"], "calibrated_brier": after_m["brier"],
-                       "calibrated_ece": after_m["ece"], "calibrated_accuracy": after_acc}
+    report.metrics |= {
+        "calibrated_log_loss": after_m["log_loss"],
+        "calibrated_brier": after_m["brier"],
+        "calibrated_ece": after_m["ece"],
+        "calibrated_accuracy": after_acc,
+    }
     report._calibrator = cal
     report._calibrated_proba = after
 
@@ -141,10 +155,18 @@ def _job_details(job: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
     est, act = rec.estimated_cost, rec.actual_cost
     cost = None
     if est or act:
-        cost = {"estimated_usd": est.get("usd") if est else None, "actual_usd": act.get("usd") if act else None,
-                "estimated": est, "actual": act}
-    info = {"id": rec.id, "backend": rec.backend, "model": rec.model or rec.spec.get("model"),
-            "status": getattr(rec.status, "value", str(rec.status))}
+        cost = {
+            "estimated_usd": est.get("usd") if est else None,
+            "actual_usd": act.get("usd") if act else None,
+            "estimated": est,
+            "actual": act,
+        }
+    info = {
+        "id": rec.id,
+        "backend": rec.backend,
+        "model": rec.model or rec.spec.get("model"),
+        "status": getattr(rec.status, "value", str(rec.status)),
+    }
     return curve, cost, info
 
 
@@ -213,8 +235,9 @@ def evaluate(
 
     if ref.task == "generation":
         outputs = [a.label if isinstance(a, Prediction) else str(a) for a in answers]
-        report = EvaluationReport(name=name, task="generation", data=ref.source,
-                                  metrics=generation_metrics(ref.targets, outputs, losses))
+        report = EvaluationReport(
+            name=name, task="generation", data=ref.source, metrics=generation_metrics(ref.targets, outputs, losses)
+        )
         report._outputs = outputs
         report._correct = np.array([t == o for t, o in zip(ref.targets, outputs, strict=True)], dtype=bool)
         if losses is None:
@@ -226,12 +249,19 @@ def evaluate(
         lp = to_arrays(ref.targets, preds, vocab)
         result = classification_metrics(lp, ordered=ordered, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
         report = EvaluationReport(
-            name=name, task="classification", data=ref.source, labels=vocab, metrics=result["metrics"],
-            per_class=result["per_class"], confusion=result["confusion"], reliability=result["reliability"],
+            name=name,
+            task="classification",
+            data=ref.source,
+            labels=vocab,
+            metrics=result["metrics"],
+            per_class=result["per_class"],
+            confusion=result["confusion"],
+            reliability=result["reliability"],
             ci=result["ci"],
             least_confident_mistakes=confident_mistakes(lp, ref.texts, ref.ids, mistakes, least=True),
             most_confident_mistakes=confident_mistakes(lp, ref.texts, ref.ids, mistakes, least=False)
-            if lp.proba is not None else [],
+            if lp.proba is not None
+            else [],
         )
         report._arrays = lp
         report._correct = lp.correct
@@ -319,7 +349,14 @@ def compare(
         if ra.correct is None or rb.correct is None:
             continue
         test = mcnemar_exact(ra.correct, rb.correct)
-        pairs.append({"a": a, "b": b, **test, "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
-                      "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match"))})
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                **test,
+                "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
+                "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
+            }
+        )
     first = next(iter(reports.values()))
     return ComparisonReport(data=first.data, reports=reports, pairs=pairs)

@@ -80,8 +80,9 @@ class Calibrator:
                 self._params.append({"kind": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
             else:
                 iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(proba[:, j], target)
-                self._params.append({"kind": "isotonic", "x": iso.X_thresholds_.tolist(),
-                                     "y": iso.y_thresholds_.tolist()})
+                self._params.append(
+                    {"kind": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+                )
         return self
 
     @property
@@ -125,8 +126,11 @@ class Calibrator:
         matrix = np.where(sums > 0, matrix / np.where(sums > 0, sums, 1), 1.0 / len(labels))
         fixed = self.transform(matrix)
         return [
-            Prediction(label=labels[int(row.argmax())], probabilities=dict(zip(labels, map(float, row), strict=True)),
-                       raw=p.raw)
+            Prediction(
+                label=labels[int(row.argmax())],
+                probabilities=dict(zip(labels, map(float, row), strict=True)),
+                raw=p.raw,
+            )
             for row, p in zip(fixed, predictions, strict=True)
         ]
 
@@ -159,7 +163,11 @@ class Calibrator:
 
 
 def cross_fit(
-    proba: np.ndarray, y: np.ndarray, method: Method = "platt", folds: int = 5, seed: int = 0,
+    proba: np.ndarray,
+    y: np.ndarray,
+    method: Method = "platt",
+    folds: int = 5,
+    seed: int = 0,
     labels: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, Calibrator]:
     """Out-of-fold calibrated probabilities, and a calibrator fitted on all examples for later use.

@@ -125,8 +125,9 @@ def reliability(lp: LabelledPredictions, n_bins: int = 10) -> tuple[float, list[
             continue
         acc, mean_conf = float(hit[sel].mean()), float(conf[sel].mean())
         ece += count / lp.n * abs(acc - mean_conf)
-        curve.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": mean_conf,
-                      "accuracy": acc, "count": count})
+        curve.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": mean_conf, "accuracy": acc, "count": count}
+        )
     return float(ece), curve
 
 
@@ -178,13 +179,26 @@ def bootstrap_ci(
     out: dict[str, list[float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant statistic (all right) warns about degenerate intervals
-        acc = stats.bootstrap((lp.correct.astype(float),), np.mean, n_resamples=n_resamples,
-                              confidence_level=confidence, method="percentile", rng=rng)
+        acc = stats.bootstrap(
+            (lp.correct.astype(float),),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=rng,
+        )
         out["accuracy"] = [float(acc.confidence_interval.low), float(acc.confidence_interval.high)]
         k = len(lp.labels)
-        f1 = stats.bootstrap((lp.y_true, lp.y_pred), lambda t, p, axis=-1: macro_f1_batched(t, p, k),
-                             paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
-                             method="percentile", rng=rng)
+        f1 = stats.bootstrap(
+            (lp.y_true, lp.y_pred),
+            lambda t, p, axis=-1: macro_f1_batched(t, p, k),
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=rng,
+        )
         out["macro_f1"] = [float(f1.confidence_interval.low), float(f1.confidence_interval.high)]
     return {k: [v if math.isfinite(v) else float("nan") for v in pair] for k, pair in out.items()}
 
@@ -232,12 +246,15 @@ def classification_metrics(
     accuracy = float(skm.accuracy_score(lp.y_true, lp.y_pred))
     correct = int(lp.correct.sum())
     maj_label, maj_rate = majority(lp)
-    prec, rec, f1, support = skm.precision_recall_fscore_support(
-        lp.y_true, lp.y_pred, labels=idx, zero_division=0
-    )
+    prec, rec, f1, support = skm.precision_recall_fscore_support(lp.y_true, lp.y_pred, labels=idx, zero_division=0)
     per_class = [
-        {"label": lab, "precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-         "support": int(support[i])}
+        {
+            "label": lab,
+            "precision": float(prec[i]),
+            "recall": float(rec[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, lab in enumerate(lp.labels)
     ]
     unparseable = int((lp.y_pred == UNPARSEABLE_INDEX).sum())
@@ -269,9 +286,11 @@ def classification_metrics(
     return {
         "metrics": metrics,
         "per_class": per_class,
-        "confusion": {"rows": list(lp.labels),
-                      "columns": list(lp.labels) + ([UNPARSEABLE] if unparseable else []),
-                      "matrix": cm.astype(int).tolist()},
+        "confusion": {
+            "rows": list(lp.labels),
+            "columns": list(lp.labels) + ([UNPARSEABLE] if unparseable else []),
+            "matrix": cm.astype(int).tolist(),
+        },
         "reliability": probs["reliability"],
         "ci": ci,
     }
@@ -294,15 +313,17 @@ def confident_mistakes(
     out = []
     for j in order:
         i = int(wrong[j])
-        out.append({
-            "index": i,
-            "id": ids[i],
-            "text": texts[i],
-            "true": lp.labels[lp.y_true[i]],
-            "predicted": lp.labels[lp.y_pred[i]] if lp.y_pred[i] >= 0 else UNPARSEABLE,
-            "confidence": float(conf[j]) if lp.proba is not None else None,
-            "p_true": float(lp.proba[i, lp.y_true[i]]) if lp.proba is not None else None,
-        })
+        out.append(
+            {
+                "index": i,
+                "id": ids[i],
+                "text": texts[i],
+                "true": lp.labels[lp.y_true[i]],
+                "predicted": lp.labels[lp.y_pred[i]] if lp.y_pred[i] >= 0 else UNPARSEABLE,
+                "confidence": float(conf[j]) if lp.proba is not None else None,
+                "p_true": float(lp.proba[i, lp.y_true[i]]) if lp.proba is not None else None,
+            }
+        )
     return out
 
 
@@ -324,8 +345,13 @@ def generation_metrics(
     n = len(targets)
     strict = sum(t == o for t, o in zip(targets, outputs, strict=True))
     loose = sum(normalise_answer(t) == normalise_answer(o) for t, o in zip(targets, outputs, strict=True))
-    m: dict[str, Any] = {"n": n, "exact_match": strict / n if n else 0.0,
-                         "exact_match_normalised": loose / n if n else 0.0, "token_loss": None, "perplexity": None}
+    m: dict[str, Any] = {
+        "n": n,
+        "exact_match": strict / n if n else 0.0,
+        "exact_match_normalised": loose / n if n else 0.0,
+        "token_loss": None,
+        "perplexity": None,
+    }
     if token_losses:
         nll = sum(x for x, _ in token_losses)
         tokens = sum(c for _, c in token_losses)

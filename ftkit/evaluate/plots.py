@@ -41,8 +41,13 @@ def reliability_diagram(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> 
         sizes = [20 + 200 * b["count"] / max(x["count"] for x in bins) for b in bins]
         ax.plot(conf, acc, marker="o", label=name)
         ax.scatter(conf, acc, s=sizes, alpha=0.3)
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-class probability)", ylabel="accuracy",
-           title="Reliability diagram")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (top-class probability)",
+        ylabel="accuracy",
+        title="Reliability diagram",
+    )
     ax.legend(loc="upper left", fontsize=8)
     return to_data_uri(fig)
 
@@ -68,7 +73,7 @@ def score_distributions(proba: np.ndarray, y_true: np.ndarray, labels: Sequence[
             ax.hist(proba[y_true != j, j], bins=bins, alpha=0.6, color="tab:blue", label="other classes")
         ax.set(xlabel=f"P({labels[j]})", ylabel="examples", xlim=(0, 1))
         ax.legend(fontsize=7)
-    for ax in axes[len(classes):]:
+    for ax in axes[len(classes) :]:
         ax.set_visible(False)
     fig.suptitle("Score distribution per true class")
     return to_data_uri(fig)
@@ -100,8 +105,13 @@ def loss_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None
             xy = [(p.get("step", i), p[key]) for i, p in enumerate(points) if p.get(key) is not None]
             if xy:
                 xs, ys = zip(*xy, strict=True)
-                ax.plot(xs, ys, linestyle=style, marker="." if len(xs) < 50 else None,
-                        label=f"{name} {key.replace('_', ' ')}")
+                ax.plot(
+                    xs,
+                    ys,
+                    linestyle=style,
+                    marker="." if len(xs) < 50 else None,
+                    label=f"{name} {key.replace('_', ' ')}",
+                )
                 drawn = True
     if not drawn:
         return None

@@ -155,8 +155,7 @@ class EvaluationReport(BaseModel):
         if self.per_class:
             pc = Table("label", "precision", "recall", "f1", "support", title="per class")
             for row in self.per_class:
-                pc.add_row(row["label"], fmt(row["precision"]), fmt(row["recall"]), fmt(row["f1"]),
-                           str(row["support"]))
+                pc.add_row(row["label"], fmt(row["precision"]), fmt(row["recall"]), fmt(row["f1"]), str(row["support"]))
             parts.append(pc)
         if self.least_confident_mistakes:
             mt = Table("true", "answer", "confidence", "text", title="least confident mistakes")

@@ -46,5 +46,10 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
     b_only = int((~a & b).sum())
     discordant = a_only + b_only
     p = 1.0 if discordant == 0 else float(stats.binomtest(min(a_only, b_only), discordant, 0.5).pvalue)
-    return {"a_only": a_only, "b_only": b_only, "both": int((a & b).sum()), "neither": int((~a & ~b).sum()),
-            "p_value": p}
+    return {
+        "a_only": a_only,
+        "b_only": b_only,
+        "both": int((a & b).sum()),
+        "neither": int((~a & ~b).sum()),
+        "p_value": p,
+    }
