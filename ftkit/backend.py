@@ -192,9 +192,9 @@ class BackendInfo:
 
 
 _INSTALL_HINTS = {
-    "hf": "pip install 'ftkit[hf]'",
-    "openai": "pip install 'ftkit[openai]'",
-    "remote": "pip install 'ftkit[remote]'",
+    "hf": "pip install ftkit-hf",
+    "openai": "pip install ftkit-openai",
+    "remote": "pip install ftkit-remote",
 }
 _extra_backends: dict[str, type[Backend]] = {}
 
