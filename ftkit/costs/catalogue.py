@@ -12,6 +12,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftkit.data.targets import OPENAI_ALIASES
 from ftkit.errors import ConfigError
 
 _OPENAI_PRICING = (
@@ -106,14 +107,6 @@ OPENAI_PRICES: dict[str, OpenAIPrice] = {
         ),
     ]
 }
-_OPENAI_ALIASES = {
-    "gpt-4.1": "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-    "gpt-4o": "gpt-4o-2024-08-06",
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
-    "o4-mini": "o4-mini-2025-04-16",
-}
 
 
 def openai_price(model: str) -> OpenAIPrice:
@@ -123,7 +116,7 @@ def openai_price(model: str) -> OpenAIPrice:
         ConfigError: the catalogue has no price for the model (the message lists those it has).
     """
     base = model.removeprefix("ft:").split(":")[0]
-    base = _OPENAI_ALIASES.get(base, base)
+    base = OPENAI_ALIASES.get(base, base)
     if base in OPENAI_PRICES:
         return OPENAI_PRICES[base]
     for name in OPENAI_PRICES:  # gpt-3.5-turbo-0125 and friends share one price

@@ -41,7 +41,7 @@ OPENAI_EXAMPLE_LIMITS: dict[str, int] = {
 OPENAI_COMPLETION_MODELS = frozenset({"davinci-002", "babbage-002"})
 OPENAI_DPO_PREFIXES = ("gpt-4.1", "gpt-4o")
 OPENAI_MIN_EXAMPLES = 10
-_OPENAI_ALIASES = {
+OPENAI_ALIASES = {
     "gpt-4.1": "gpt-4.1-2025-04-14",
     "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
     "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
@@ -144,10 +144,10 @@ class OpenAITarget(Target):
     def __init__(self, model: str, labels: Sequence[str] | None = None, preamble: str | None = None) -> None:
         self.labels = list(labels) if labels else None
         self.preamble = preamble
-        self.model = _OPENAI_ALIASES.get(model, model)
+        self.model = OPENAI_ALIASES.get(model, model)
         self.name = f"openai:{self.model}"
         base = self.model.removeprefix("ft:").split(":")[0]
-        self.base = _OPENAI_ALIASES.get(base, base)
+        self.base = OPENAI_ALIASES.get(base, base)
         self.max_tokens = OPENAI_EXAMPLE_LIMITS.get(self.base)
         self._enc = get_encoding(encoding_for_model(self.base))
 
