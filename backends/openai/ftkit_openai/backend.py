@@ -29,6 +29,7 @@ from ftkit_openai.statuses import STATUS_TABLE
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 EVENT_PAGE = 100
+_FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class OpenAIBackend(Backend):
@@ -288,8 +289,17 @@ class OpenAIBackend(Backend):
         job_id = ctx.backend_job_id or ctx.state.get("openai_job_id")
         if job_id:
             job = api.call(api.client.fine_tuning.jobs.retrieve, job_id)
-            if job.status not in ("succeeded", "failed", "cancelled"):
+            if job.status in _FINISHED:
+                return
+            try:
                 api.call(api.client.fine_tuning.jobs.cancel, job_id)
+            except APIError as e:
+                # The job can finish between the look and the cancel; OpenAI then answers 400. That is not a
+                # failure of cancel: the job is over either way, and the next refresh records how it ended.
+                if e.status_code != 400:
+                    raise
+                if api.call(api.client.fine_tuning.jobs.retrieve, job_id).status not in _FINISHED:
+                    raise
 
     def pause(self, ctx: JobContext) -> None:
         api = OpenAIAPI(_cfg(ctx.config))
