@@ -87,8 +87,7 @@ def main() -> int:
 
     # 3. Zero-shot baseline on the held-out test set.
     t = time.time()
-    base = ftkit.get_backend("hf").base_model("smollm2-135m", job._context().config)
-    base.labels = LABELS  # the base model knows no labels of its own
+    base = job.base_model()
     before = metrics(base, paths["test"])
     del base
     print(f"base model scored {len(test)} test examples in {time.time() - t:.0f} s")

@@ -362,6 +362,17 @@ class FineTuneJob:
         self._save(ctx, status=JobStatus.QUEUED, error=None)
         self.refresh()
 
+    def base_model(self) -> Predictor:
+        """A Predictor over the model this job starts from, with the job's options: the zero-shot baseline.
+
+        Scoring it on the same held-out set as :meth:`model` is how a fine-tune proves what it added. The
+        labels of a classification spec are set on it, since a base model knows none of its own.
+        """
+        predictor = self._backend().base_model(self.spec.model, self._context().config)
+        if self.spec.labels and hasattr(predictor, "labels"):
+            predictor.labels = list(self.spec.labels)
+        return predictor
+
     def model(self) -> Predictor:
         """A Predictor over the fine-tuned model (the job must have succeeded)."""
         if self.status is not JobStatus.SUCCEEDED:

@@ -24,7 +24,8 @@ from ftkit import (
     JobTimeoutError,
     register_backend,
 )
-from ftkit.backend import _extra_backends, load_backend_class
+from ftkit.backend import BackendConfig, _extra_backends, load_backend_class
+from ftkit.predictor import Predictor
 from ftkit.testing import BackendConformance, FakeBackend
 from tests.helpers import spam_rows, write_jsonl
 
@@ -192,3 +193,29 @@ def test_wait_gives_up_after_three_failed_polls(tmp_path: Path) -> None:
     job.start()
     with pytest.raises(APIError, match="simulated 503"):
         job.wait(timeout=30, poll_interval=0.01)
+
+
+class _ZeroShotFake(FakeBackend):
+    """A fake whose base model knows only the words of the labels (a zero-shot stand-in)."""
+
+    name: ClassVar[str] = "fake-zero-shot"
+
+    def base_model(self, model: str | None, config: BackendConfig) -> Predictor:
+        from ftkit.testing import FakePredictor
+
+        return FakePredictor(["ham", "spam offer"], ["ham", "spam"], ["ham", "spam"])
+
+
+def test_base_model_is_the_zero_shot_baseline_with_the_spec_labels(tmp_path: Path) -> None:
+    register_backend(_ZeroShotFake)
+    job = FineTuneJob.create(make_spec(tmp_path, labels=["spam", "ham"]), backend="fake-zero-shot")
+    base = job.base_model()
+    assert base.labels == ["spam", "ham"]
+    [c] = base.classify(["a spam offer"])
+    assert c.label == "spam" and set(c.probabilities) == {"spam", "ham"}
+
+
+def test_base_model_of_a_backend_without_one_is_a_clear_error(tmp_path: Path) -> None:
+    job = FineTuneJob.create(make_spec(tmp_path), backend="fake")
+    with pytest.raises(ConfigError, match="cannot serve base models"):
+        job.base_model()
