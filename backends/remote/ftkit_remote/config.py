@@ -39,6 +39,23 @@ class RemoteConfig(BackendConfig):
     require_gpu: bool = Field(default=True, description="Refuse a machine where nvidia-smi shows no GPU.")
     hf: dict[str, Any] = Field(default_factory=dict, description="Options of the hf trainer run on the machine.")
     ship_model: bool = Field(default=True, description="Upload the base model folder with the job.")
+    ship_wheels: bool = Field(
+        default=True,
+        description="Ship the client's own ftkit and ftkit-hf as wheels (built from what is installed here, "
+        "editable installs included) and install them on the machine in a private folder before the worker "
+        "starts, so it runs the same code as the client. False: trust the image to have them.",
+    )
+    ship_distributions: list[str] = Field(
+        default_factory=list,
+        description="More installed distributions to ship as wheels (your own plugin, a custom worker's "
+        "package). With a custom worker_command, only these are shipped.",
+    )
+    remote_pip: list[str] | None = Field(
+        default=None,
+        description="pip requirements (or options) installed on the machine before the worker. Unset: the "
+        "shipped code's requirements the machine lacks are installed at the client's versions (never torch). "
+        "A list: exactly these, and a missing requirement is an error; [] installs nothing.",
+    )
     launcher: Literal["auto", "python", "torchrun", "accelerate"] = Field(
         default="auto", description="auto: torchrun on several GPUs, plain python on one."
     )

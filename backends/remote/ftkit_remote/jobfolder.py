@@ -70,8 +70,13 @@ def stage_job_folder(ctx: JobContext, hf_options: dict[str, Any], custom_worker:
     return stage, model_dir
 
 
-def run_script(worker_argv: list[str], num_gpus: int, launcher: str) -> str:
-    """``ftkit_run.sh``: start the worker in the job folder, record pid and exit code."""
+def run_script(worker_argv: list[str], num_gpus: int, launcher: str, setup: bool = False) -> str:
+    """``ftkit_run.sh``: start the worker in the job folder, record pid and exit code.
+
+    With ``setup``, ``ftkit_setup.py`` first installs the shipped wheels (see
+    :mod:`ftkit_remote.machine_setup`); if it fails the worker never starts, and the setup's own
+    ``status.json`` tells the client why.
+    """
     argv = list(worker_argv)
     module_args = argv[argv.index("-m") + 1 :] if argv[:2] == ["python", "-m"] else None
     if module_args and (launcher == "torchrun" or (launcher == "auto" and num_gpus > 1)):
@@ -84,9 +89,17 @@ def run_script(worker_argv: list[str], num_gpus: int, launcher: str) -> str:
         'cd "$(dirname "$0")"\n'
         "echo $$ > worker.pid\n"
         "export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1\n"
-        f"{shlex.join(argv)}\n"
+        + (_SETUP if setup else "")
+        + f"{shlex.join(argv)}\n"
         "echo $? > exit_code.tmp && mv exit_code.tmp exit_code\n"
     )
+
+
+# The machine's own python installs the wheels; the worker then sees them first on PYTHONPATH.
+_SETUP = (
+    "if ! python ftkit_setup.py; then echo 1 > exit_code.tmp && mv exit_code.tmp exit_code; exit 1; fi\n"
+    'export PYTHONPATH="$(cat .ftkit-pythonpath)${PYTHONPATH:+:$PYTHONPATH}"\n'
+)
 
 
 def deadman_script(destroy_argv: list[str] | None, deadline: float, grace_s: float, check_s: float) -> str:

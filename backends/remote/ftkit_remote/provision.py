@@ -128,7 +128,8 @@ class Provisioning(RunBase):
     async def _ship_and_start(self, endpoint: SshEndpoint, gpus: int, stage: Path, model_dir: Path | None) -> None:
         job = f"{self.config.remote_dir}/{self.ctx.id}"
         worker = list(self.config.worker_command or DEFAULT_WORKER)
-        (stage / "ftkit_run.sh").write_text(run_script(worker, max(gpus, 1), self.config.launcher))
+        setup = (stage / "ftkit_setup.py").is_file()  # staged by stage_wheels before renting
+        (stage / "ftkit_run.sh").write_text(run_script(worker, max(gpus, 1), self.config.launcher, setup))
         destroy = self.provider.self_destroy_command() if self.config.deadman else None
         (stage / "ftkit_deadman.sh").write_text(
             deadman_script(destroy, self.st["deadline"], self.config.finished_grace_s, self.config.deadman_check_s)

@@ -33,6 +33,7 @@ from ftkit_remote.providers import (
 )
 from ftkit_remote.provision import Provisioning, Unusable
 from ftkit_remote.runbase import DEAD_STATES, WORKER_STATUS
+from ftkit_remote.shipping import stage_wheels
 from ftkit_remote.ssh import HostKeyChanged, SshError, SshSession, connect
 
 __all__ = ["RemoteRun", "Unusable"]
@@ -83,6 +84,11 @@ class RemoteRun(Provisioning):
         """Rent, wait until usable, ship, start. Destroys the machine if anything in here fails."""
         custom = self.config.worker_command is not None
         stage, model_dir = stage_job_folder(self.ctx, self.config.hf, custom)  # bad data fails before renting
+        t = time.monotonic()
+        plan = await asyncio.to_thread(stage_wheels, stage, self.config, not custom)  # a bad build too
+        if plan is not None and plan.wheels:
+            self.note(f"shipping {plan.describe()} ({time.monotonic() - t:.1f} s)",
+                      wheels=[w.path.name for w in plan.wheels], wheels_s=round(time.monotonic() - t, 3))  # fmt: skip
         offers = await self._offers()
         best = offers[0]
         if self.ctx.spec.max_cost is not None and best.price_per_hour * self._hours() > self.ctx.spec.max_cost:

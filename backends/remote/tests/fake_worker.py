@@ -8,6 +8,7 @@ use it where the trainer itself is not under test (fast, no torch import).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -36,9 +37,17 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.1)
     p.add_argument("--fail-at", type=int, default=None)
     p.add_argument("--die-at", type=int, default=None, help="exit without writing a final status")
+    p.add_argument("--require", action="append", default=[], help="a module the worker imports (shipping tests)")
     a = p.parse_args()
     root = Path(a.job_dir).resolve()
     spec = json.loads((root / "spec.json").read_text())
+    for module in a.require:
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as e:
+            write_status(root, "failed", error=f"cannot import {module}: {e}")
+            return 1
+        event(root, "message", f"imported {module} from {imported.__file__}")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     write_status(root, "running", started=time.time())

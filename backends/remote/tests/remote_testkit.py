@@ -41,3 +41,26 @@ def remote_options(server: EmulatorServer, **over: Any) -> dict[str, Any]:
         "disk_gb": 20,
     }
     return opts | over
+
+
+def make_project(root: Path, name: str, version: str = "0.1.0", requires: tuple[str, ...] = (), value: int = 1) -> Path:
+    """A tiny hatchling project ``name`` (package ``name`` with ``-`` → ``_``) for the shipping tests."""
+    package = name.replace("-", "_")
+    (root / package).mkdir(parents=True, exist_ok=True)
+    (root / package / "__init__.py").write_text(f"VALUE = {value}\n")
+    deps = ", ".join(f'"{r}"' for r in requires)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = [{deps}]\n\n'
+        f'[tool.hatch.build.targets.wheel]\npackages = ["{package}"]\ndev-mode-dirs = ["."]\n'
+    )
+    return root
+
+
+def pip(*args: str) -> None:
+    """Run this interpreter's pip offline (the tests never reach an index)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", *args, "--no-index", "--disable-pip-version-check", "-q"],
+                   check=True, capture_output=True)  # fmt: skip

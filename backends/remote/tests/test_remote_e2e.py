@@ -15,6 +15,7 @@ from ftkit_remote.leases import LeaseLedger
 from remote_testkit import remote_options
 
 from ftkit import FineTuneJob, JobSpec
+from ftkit.errors import JobFailedError
 from ftkit.events import JobStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -57,9 +58,27 @@ def test_e2e_remote_training_fetches_a_working_adapter(vast: EmulatorServer, dat
     losses = [m["train_loss"] for m in job.metrics() if m.get("train_loss") is not None]
     assert losses, "training metrics streamed back over SSH"
     assert job.record.actual_cost is not None and job.record.actual_cost["usd"] > 0
+    # The machine has no ftkit of its own (test_remote_shipping): the worker ran the wheels shipped with the job.
+    assert (shipped / ".ftkit-site" / "ftkit_hf" / "worker.py").is_file()
+    assert (shipped / ".ftkit-site" / "ftkit" / "spec.py").is_file()
     timings = next(e.data for e in job.events() if "ready_s" in e.data)
-    print(f"\nremote e2e: usable after {timings['ready_s']} s, shipped+started in {timings['ship_and_start_s']} s, "
+    wheels_s = next(e.data["wheels_s"] for e in job.events() if "wheels_s" in e.data)
+    setup_s = next(e.data["setup_s"] for e in job.events() if "setup_s" in e.data)
+    print(f"\nremote e2e: wheels {wheels_s} s, usable after {timings['ready_s']} s, shipped+started in "
+          f"{timings['ship_and_start_s']} s, wheels installed+checked on the machine in {setup_s} s, "
           f"cost ${job.record.actual_cost['usd']:.6f}")
     predictor = job.model()
     (result,) = predictor.classify(["win cash now"])
     assert set(result.probabilities) == {"ham", "spam"}
+
+
+def test_e2e_without_the_wheels_the_machine_cannot_run_the_worker(
+    vast: EmulatorServer, data_file: Path, tiny_llama: Path
+) -> None:
+    spec = JobSpec(task="classification", model=str(tiny_llama), train=data_file, labels=["ham", "spam"])
+    opts = remote_options(vast, worker_command=None, ship_wheels=False, hf={"threads": 1, "max_steps": 1})
+    job = FineTuneJob.create(spec, backend="remote", options=opts)
+    job.start()
+    with pytest.raises(JobFailedError, match="No module named 'ftkit_hf'"):
+        job.wait(poll_interval=0.3, timeout=120)
+    assert not vast.state.live()

@@ -36,7 +36,10 @@ def test_run_script_uses_torchrun_on_several_gpus() -> None:
     assert "torchrun --standalone --nproc-per-node=4 -m ftkit_hf.worker run ." in four
     acc = run_script(["python", "-m", "ftkit_hf.worker", "run", "."], 2, "accelerate")
     assert "accelerate launch --num_processes=2 -m ftkit_hf.worker run ." in acc
-    assert "exit_code" in one
+    assert "exit_code" in one and "ftkit_setup.py" not in one
+    shipped = run_script(["python", "-m", "ftkit_hf.worker", "run", "."], 1, "auto", setup=True)
+    setup, worker = shipped.index("python ftkit_setup.py"), shipped.index("python -m ftkit_hf.worker")
+    assert setup < shipped.index(".ftkit-pythonpath") < worker, "install, then the worker sees the wheels first"
 
 
 def test_deadman_script_destroys_or_kills() -> None:

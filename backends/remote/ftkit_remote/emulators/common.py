@@ -158,6 +158,8 @@ class EmulatorState:
         self._next_id = 1000 + secrets.randbelow(1000)
         self.sandbox_gpu: dict[str, Any] = {"gpu_name": "NVIDIA A100-SXM4-80GB", "num_gpus": 1}
         self.sandbox_free_disk_gb: float | None = None
+        # Extra environment of every machine, as an image would set it (e.g. PIP_FIND_LINKS for offline pip).
+        self.sandbox_env: dict[str, str] = {}
 
     def new_id(self) -> int:
         """The next instance id."""
@@ -181,7 +183,7 @@ class EmulatorState:
         host = ssh_host or self.ssh_host
         sandbox = SshSandbox(
             f"{self.provider}-{iid}-{secrets.token_hex(3)}", self.workdir / f"{self.provider}-{iid}", host,
-            ssh_port or free_port(host), public_key, env=env, free_disk_gb=self.sandbox_free_disk_gb,
+            ssh_port or free_port(host), public_key, env=self.sandbox_env | env, free_disk_gb=self.sandbox_free_disk_gb,
             **self.sandbox_gpu,
         )  # fmt: skip
         inst = EmuInstance(

@@ -3,7 +3,13 @@
 Each sandbox is an asyncssh server (key auth, exec and SFTP) on a loopback address, rooted in its
 own folder: ``exec`` runs ``bash -c COMMAND`` with that folder as working directory and ``$HOME``,
 SFTP is chrooted to it. It is a *test double for a machine*, not a security boundary: commands run
-as the user who runs the tests, with the same Python (so ftkit and ftkit_hf are importable).
+as the user who runs the tests.
+
+The machine's Python is the test interpreter's *base* Python with the test virtualenv's
+site-packages on ``PYTHONPATH`` (torch, transformers, peft...: the "image"). ftkit, ftkit-hf and
+ftkit-remote are installed editable in that virtualenv, through ``.pth`` files that Python does not
+process for ``PYTHONPATH`` entries, so they are *not* importable on the machine: a run works there
+only because the client shipped its wheels and the run script installed them (as on a real machine).
 
 The GPU is fake, and says so: a ``nvidia-smi`` shim on the sandbox's ``PATH`` prints a realistic
 ``--query-gpu`` CSV line per GPU (name, memory) so readiness checks have something to parse.
@@ -18,6 +24,7 @@ import contextlib
 import os
 import shlex
 import signal
+import site
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,14 +129,14 @@ class SshSandbox:
 
     def _environment(self) -> dict[str, str]:
         shims = self.root / ".sandbox" / "bin"
-        path = os.pathsep.join([str(shims), str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+        # Not the virtualenv's bin/: its python and scripts would process the editable installs' .pth files.
+        path = os.pathsep.join([str(shims), "/usr/local/bin", "/usr/bin", "/bin"])
         env = {
             "PATH": path,
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
             _MARKER: self.sandbox_id,
-            # The emulated machine shares this interpreter; keep ftkit importable the same way it is here.
-            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and Path(p).is_dir()),
+            "PYTHONPATH": os.pathsep.join(image_site_packages()),
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }
@@ -175,6 +182,13 @@ class SshSandbox:
     def _write_shims(self) -> None:
         shims = self.root / ".sandbox" / "bin"
         shims.mkdir(parents=True, exist_ok=True)
+        # The machine's Python: the base interpreter (see the module docstring), and its usual launchers.
+        base = shlex.quote(getattr(sys, "_base_executable", None) or sys.executable)
+        launchers = {"python": "", "python3": "", "pip": "-m pip ", "torchrun": "-m torch.distributed.run ",
+                     "accelerate": "-m accelerate.commands.accelerate_cli "}  # fmt: skip
+        for name, args in launchers.items():
+            (shims / name).write_text(f'#!/bin/sh\n# ftkit emulator shim: the machine Python\nexec {base} {args}"$@"\n')
+            (shims / name).chmod(0o755)
         smi, df = shims / "nvidia-smi", shims / "df"
         if self.num_gpus > 0:
             line = f"{self.gpu_name}, {self.gpu_ram_mib} MiB, 0 MiB"
@@ -197,6 +211,11 @@ class SshSandbox:
             df.chmod(0o755)
         else:
             df.unlink(missing_ok=True)
+
+
+def image_site_packages() -> list[str]:
+    """The test environment's site-packages folders: what the emulated machine's image has installed."""
+    return [p for p in site.getsitepackages() if Path(p).is_dir()]
 
 
 def kill_sandbox_processes(sandbox_id: str) -> int:
