@@ -23,6 +23,7 @@ from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
+from ftkit_hf.worker import cancel_file, throughput_key
 
 __all__ = ["HFBackend", "HFConfig"]
 
@@ -109,13 +110,16 @@ class HFBackend(Backend):
         assert isinstance(config, HFConfig)
         if spec.task == "preference":
             raise ConfigError("[hf] preference (DPO) training is not supported by the hf backend")
+        processes = _processes(config)
         if config.method == "qlora":
             from ftkit_hf.quant import qlora_unavailable_reason
 
             reason = qlora_unavailable_reason()
             if reason:
                 raise BackendUnavailableError(f"[hf] {reason}")
-        self._prepare(spec, config)
+        prep = self._prepare(spec, config)
+        if processes > 1 and prep["head"] == "sequence_classification":
+            raise ConfigError("[hf] the classification-head trainer runs in one process: set num_processes=1")
 
     def _prepare(self, spec: JobSpec, config: HFConfig) -> dict[str, Any]:
         """Everything the worker needs, computed once: model, head, labels, lengths, token counts."""
@@ -152,10 +156,11 @@ class HFBackend(Backend):
         prep = self._prepare(ctx.spec, config)
         from ftkit_hf.engine.device import plan_device
 
-        plan = plan_device(config.device, config.precision, config.threads)
+        processes = _processes(config)
+        plan = plan_device(config.device, config.precision, config.threads, processes=processes)
         epochs = ctx.spec.hyperparameters.epochs or 1
         tokens = prep["tokens"].get("train", 0) * epochs
-        tps, source = self._speed(prep["model"], config, plan)
+        tps, source = self._speed(prep["model"], config, plan, processes)
         hours = tokens / tps / 3600
         watts = config.power_watts or _DEFAULT_WATTS.get(plan.device, 65.0)
         usd = watts / 1000 * hours * config.usd_per_kwh
@@ -164,19 +169,22 @@ class HFBackend(Backend):
             assumptions=[
                 f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}, "
                 f"{prep['model'].name} tokenizer)",
-                f"{tps:,.0f} tokens/s on {plan.describe()} ({source})",
-                f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh; electricity only, hardware not counted",
+                f"{tps:,.0f} tokens/s on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''} "
+                f"({source})",
+                f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh"
+                + (f" (power_watts is for the whole machine, all {processes} processes)" if processes > 1 else "")
+                + "; electricity only, hardware not counted",
             ],
         )
 
-    def _speed(self, model: ResolvedModel, config: HFConfig, plan: Any) -> tuple[float, str]:
+    def _speed(self, model: ResolvedModel, config: HFConfig, plan: Any, processes: int = 1) -> tuple[float, str]:
         if config.tokens_per_second:
             return config.tokens_per_second, "from the config"
         measured = cache_dir() / "hf-throughput.json"
         if measured.is_file():
             try:
                 data = json.loads(measured.read_text(encoding="utf-8"))
-                key = f"{model.name}|{plan.describe()}|{config.method}"
+                key = throughput_key(model.name, plan.describe(), config.method, processes)
                 if key in data:
                     return float(data[key]), "measured by an earlier job on this machine"
             except (OSError, ValueError):
@@ -185,7 +193,11 @@ class HFBackend(Backend):
         n_params = size / (2 if _stored_bf16(model.path) else 4)
         per_token = (6 if config.method == "full" else 4) * n_params
         key = f"cpu-{plan.precision}" if plan.device == "cpu" else plan.device
-        return _SUSTAINED_FLOPS[key] / per_token, "default for this device class, not measured here"
+        if plan.device == "cpu":  # CPU processes share the machine's cores: no faster than one process
+            return _SUSTAINED_FLOPS[key] / per_token, "default for this device class, not measured here"
+        return (processes * _SUSTAINED_FLOPS[key] / per_token,
+                "default for this device class" + (f" x {processes} GPUs (ideal scaling)" if processes > 1 else "")
+                + ", not measured here")
 
     @staticmethod
     def _config(ctx: JobContext) -> HFConfig:
@@ -227,16 +239,19 @@ class HFBackend(Backend):
         return f"local-{pid}"
 
     def _start_worker(self, ctx: JobContext, files: JobFiles, config: HFConfig) -> int:
-        cmd = [sys.executable, "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
-        if config.launcher != "python":
-            n = config.num_processes or _gpu_count() or 1
-            if config.launcher == "torchrun":
-                cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
-                       "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
-            else:
-                cmd = [sys.executable, "-m", "accelerate.commands.launch", f"--num_processes={n}",
-                       "-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
+        worker = ["-m", "ftkit_hf.worker", "run", str(files.root.resolve())]
+        processes = _processes(config)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        if processes > 1:
+            # This interpreter's torchrun; --standalone picks a free port, so jobs side by side do not collide.
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   *worker]
+            from ftkit_hf.engine.device import physical_cores
+
+            # The worker sets torch's threads itself; this only keeps torchrun from warning that it sets 1.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, physical_cores() // processes)))
+        else:
+            cmd = [sys.executable, *worker]
         files.write_status("starting", error=None)
         with files.log.open("ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -307,7 +322,12 @@ class HFBackend(Backend):
             return False
 
     def cancel(self, ctx: JobContext) -> None:
-        """SIGTERM the worker (it checkpoints and writes ``cancelled``); SIGKILL if it hangs."""
+        """Ask the worker to stop (cancel file; SIGTERM after 60 s); it checkpoints and writes ``cancelled``.
+
+        The file reaches every rank of a torchrun worker at once and lets torchrun exit cleanly; a
+        SIGTERM to torchrun would be forwarded to the ranks with only 30 s before torchrun kills them.
+        SIGKILL (the whole process tree) if the worker is still there after 120 s.
+        """
         files = JobFiles(ctx.workdir)
         if not self._alive(ctx):
             st = files.read_status() or {}
@@ -315,14 +335,16 @@ class HFBackend(Backend):
                 files.write_status("cancelled")
             return
         pid = int(ctx.state["pid"])
-        with _suppress_lookup():
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.time() + 120  # one training step plus a checkpoint, on a slow CPU
-        while time.time() < deadline and self._alive(ctx):
+        atomic_write_text(cancel_file(files.root), f"cancel requested at {time.time():.3f}\n")
+        started = time.time()
+        while time.time() < started + 60 and self._alive(ctx):  # one training step plus a checkpoint
             time.sleep(0.2)
         if self._alive(ctx):
-            with _suppress_lookup():
-                os.killpg(pid, signal.SIGKILL)
+            _signal_tree(pid, signal.SIGTERM)
+            while time.time() < started + 120 and self._alive(ctx):
+                time.sleep(0.2)
+        if self._alive(ctx):
+            _signal_tree(pid, signal.SIGKILL)
             files.write_status("cancelled", error="the worker did not stop within 120 s and was killed")
         elif (files.read_status() or {}).get("status") not in TERMINAL:
             files.write_status("cancelled")
@@ -334,6 +356,7 @@ class HFBackend(Backend):
             raise JobError("this job was never started: nothing to resume")
         if self._alive(ctx):
             return
+        cancel_file(files.root).unlink(missing_ok=True)  # the request of an earlier cancel is fulfilled
         self._start_worker(ctx, files, self._config(ctx))
 
     # ------------------------------------------------------------------ models
@@ -384,9 +407,40 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-class _suppress_lookup:
-    def __enter__(self) -> None:
-        return None
+def _processes(config: HFConfig) -> int:
+    """How many training processes the config asks for (``auto``: one per visible CUDA GPU).
 
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)  # type: ignore[arg-type]
+    Raises:
+        ConfigError: several processes on MPS, or more processes than CUDA GPUs.
+    """
+    if config.num_processes == "auto":
+        return max(1, _gpu_count()) if config.device in ("auto", "cuda") else 1
+    n = config.num_processes
+    if n > 1:
+        from ftkit_hf.engine.device import resolve_device
+
+        try:
+            device = resolve_device(config.device)
+        except ValueError as e:
+            raise ConfigError(f"[hf] {e}") from None
+        if device == "mps":
+            raise ConfigError("[hf] num_processes > 1 needs CUDA GPUs or device='cpu'; MPS is one device")
+        if device == "cuda" and n > _gpu_count():
+            raise ConfigError(f"[hf] num_processes={n} but torch sees {_gpu_count()} CUDA GPUs: one process per GPU")
+    return n
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal the worker's process group and every descendant (torchrun starts each rank in a session
+    of its own, so the ranks are not in the worker's process group)."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(sig)

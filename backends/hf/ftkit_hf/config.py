@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ftkit.backend import BackendConfig
 
@@ -53,11 +53,10 @@ class HFConfig(BackendConfig):
     merge_adapter: bool = Field(
         default=False, description="Also save the base model with the adapter merged in, under model/merged/."
     )
-    launcher: Literal["python", "torchrun", "accelerate"] = Field(
-        default="python", description="How to start the worker: one process, or one per GPU under torchrun/accelerate."
-    )
-    num_processes: int | None = Field(
-        default=None, ge=1, description="Processes for torchrun/accelerate; None: one per visible GPU."
+    num_processes: int | Literal["auto"] = Field(
+        default=1,
+        description="Training processes on this machine, data parallel (one per GPU); above 1 the worker runs "
+        "under `python -m torch.distributed.run --standalone`. auto: one per visible CUDA GPU (1 without GPUs).",
     )
     tokens_per_second: float | None = Field(
         default=None, gt=0, description="Training speed for the estimate; None: measured here before, or a default."
@@ -66,3 +65,10 @@ class HFConfig(BackendConfig):
         default=None, gt=0, description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 30 W MPS."
     )
     usd_per_kwh: float = Field(default=0.17, ge=0, description="Electricity price (US average residential, 2025).")
+
+    @field_validator("num_processes")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("num_processes must be at least 1 (or 'auto')")
+        return value

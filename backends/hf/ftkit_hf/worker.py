@@ -3,9 +3,14 @@
 It runs detached from the caller. It reads ``JOB_DIR/spec.json``, loads the model and tokenizer,
 tokenizes the data (chat template, loss masks), wraps the model with PEFT, and calls the training
 engine, which checkpoints and resumes by itself. Progress goes to ``events.jsonl``, the state to
-``status.json`` (atomically), the adapter and tokenizer to ``model/``. SIGTERM asks the engine to
-stop after the current step; it saves a checkpoint and the status becomes ``cancelled``. Under
-torchrun/accelerate every rank trains and rank 0 alone writes the files.
+``status.json`` (atomically), the adapter and tokenizer to ``model/``. A ``JOB_DIR/cancel`` file, SIGTERM
+or SIGINT asks the engine to stop after the current step; it saves a checkpoint and the status becomes
+``cancelled``.
+
+Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) the ranks join one process group and
+train data-parallel (see ``ftkit_hf.engine.distributed``): every rank loads the model and tokenizes the
+data, the engine splits each step between them, a stop request seen by any rank stops them all at the
+same step, and rank 0 alone writes events, status, checkpoints and the model.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftkit.errors import ConfigError, FtkitError
 from ftkit.paths import cache_dir
 from ftkit_hf.config import HFConfig
-from ftkit_hf.jobfiles import JobFiles
+from ftkit_hf.jobfiles import TERMINAL, JobFiles
+
+if TYPE_CHECKING:
+    from ftkit_hf.engine.distributed import Group
+
+CANCEL_FILE = "cancel"
 
 _DEFAULT_TARGETS = {
     "attn_mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -46,17 +56,34 @@ def default_target_modules(model_type: str) -> list[str] | str:
     return list(_DEFAULT_TARGETS[family]) if family else "all-linear"
 
 
+def cancel_file(job_dir: str | Path) -> Path:
+    """The file whose existence asks the worker (every rank of it) to stop after the current step."""
+    return Path(job_dir) / CANCEL_FILE
+
+
+def throughput_key(model: str, device: str, method: str, processes: int) -> str:
+    """Key of a measured training speed in ``hf-throughput.json`` (shared with the backend's estimate)."""
+    return f"{model}|{device}{f' x {processes} processes' if processes > 1 else ''}|{method}"
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
 class _Stop:
-    """Set by SIGTERM/SIGINT; polled by the engine between steps."""
+    """Set by SIGTERM/SIGINT or by the cancel file; polled by the engine between steps.
 
-    def __init__(self) -> None:
+    Under torchrun the agent forwards SIGTERM to every rank, but not at the same instant; the engine
+    all-reduces the answer so that all ranks stop at the same step.
+    """
+
+    def __init__(self, cancel: Path | None = None) -> None:
         self.requested = False
+        self.cancel = cancel
 
     def __call__(self) -> bool:
+        if not self.requested and self.cancel is not None and self.cancel.exists():
+            self.requested = True
         return self.requested
 
     def install(self) -> None:
@@ -69,54 +96,63 @@ class _Stop:
 
 def run(job_dir: str | Path) -> int:
     """Train the job in ``job_dir``; returns the process exit code (0 also for a clean cancel)."""
+    from ftkit_hf.engine.distributed import Group, init_from_env, shutdown
+
     files = JobFiles(job_dir)
     writer = _rank() == 0
-    stop = _Stop()
+    group = Group()
+    stop = _Stop(cancel_file(files.root))
     stop.install()
     try:
         spec = files.read_spec()
         config = HFConfig.model_validate(spec["config"])
+        group = init_from_env(config.device)
+        writer = group.is_main
         if writer:
             resumed = files.latest_checkpoint_step()
             files.write_status("running", started=time.time(), error=None)
             files.append_event("message", f"worker started (pid {os.getpid()})"
                                + (f", resuming from step {resumed}" if resumed else ""))
-        result = _train(spec, config, files, stop, writer)
+        result = _train(spec, config, files, stop, group)
         if writer:
             files.write_status(result.pop("status"), **result)
+        # The head trainer runs on rank 0 alone: nobody to wait for.
+        shutdown(wait=spec["head"] != "sequence_classification")
         return 0
     except FtkitError as e:
+        # Every rank meets the same configuration or data error: rank 0 reports it.
         if writer:
             files.append_event("message", str(e), level="error")
             files.write_status("failed", error=str(e))
-        print(f"ftkit-hf worker: {e}", file=sys.stderr)
+        print(f"ftkit-hf worker{f' (rank {group.rank})' if group.active else ''}: {e}", file=sys.stderr)
         return 1
     except Exception as e:
         traceback.print_exc()
+        msg = f"{type(e).__name__}: {e}"
+        if group.active and not writer:
+            # A failure of this rank alone (out of memory on its GPU...): rank 0 is left waiting in a
+            # collective until the launcher stops it, so this rank says what happened.
+            msg = f"rank {group.rank}: {msg}"
+            writer = (files.read_status() or {}).get("status") not in TERMINAL
         if writer:
-            msg = f"{type(e).__name__}: {e}"
             files.append_event("message", msg, level="error")
             files.write_status("failed", error=msg)
         return 1
+    finally:
+        shutdown(wait=False)  # after an error; a no-op when the group was shut down above
 
 
-def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, writer: bool) -> dict[str, Any]:
+def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, group: Group) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     from ftkit_hf.engine.device import plan_device
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import ftkit_hf.engine as engine
-
-        if not getattr(engine, "SUPPORTS_DISTRIBUTED", False):
-            raise ConfigError(
-                "launcher torchrun/accelerate started several processes, but this version of the ftkit-hf "
-                "engine trains on one device only; use launcher='python' (one GPU)"
-            )
+    writer = group.is_main
     model_path = Path(spec["model_path"])
     if not model_path.is_dir():
         raise ConfigError(f"model path not found: {model_path}")
-    plan = plan_device(config.device, config.precision, config.threads)
+    plan = plan_device(config.device, config.precision, config.threads, processes=group.local_world_size)
+    device = plan.describe() + (f" x {group.world_size} processes" if group.active else "")
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -126,7 +162,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
     labels: list[str] | None = spec.get("labels")
     max_length = spec["max_length"]
     if writer:
-        files.append_event("message", f"device: {plan.describe()}")
+        files.append_event("message", f"device: {device}")
 
     from ftkit_hf.engine.settings import EngineSettings
 
@@ -146,6 +182,12 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         early_stopping_patience=config.early_stopping_patience,
         threads=config.threads,
     )
+
+    import torch
+
+    # The LoRA weights are initialized from torch's RNG when the adapter is attached, before the engine
+    # seeds it: seed here so that a job is reproducible (and every rank starts from the same weights).
+    torch.manual_seed(settings.seed)
 
     def on_event(ev: dict[str, Any]) -> None:
         if not writer:
@@ -168,6 +210,13 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
     if use_head:
         from ftkit_hf.examples import prepare_head_file
         from ftkit_hf.seqcls import train_head
+
+        if group.active:
+            # The head trainer (small encoders) is a plain one-process loop: rank 0 trains, the others leave.
+            if not writer:
+                return {"status": "succeeded"}
+            files.append_event("message", f"the classification-head trainer uses one process: rank 0 trains, "
+                               f"the other {group.world_size - 1} stay idle", level="warning")
 
         assert labels is not None
         train_rows, _ = prepare_head_file(spec["train"], tokenizer=tokenizer, labels=labels, max_length=max_length)
@@ -194,8 +243,8 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
                                f"({train_set.tokens} tokens)" + (f"; dropped {len(train_set.dropped)} too long"
                                                                  if train_set.dropped else ""),
                                train_tokens=train_set.tokens)
-        model = _load_causal_model(model_path, model_cfg, config, plan)
-        if stop():
+        model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
+        if group.any(stop()):
             return {"status": "cancelled"}
         result = train(model, train_set.examples, valid_set.examples if valid_set else None, settings,
                        checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
@@ -210,13 +259,13 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         return {"status": "cancelled", "result": summary}
     if writer:
         _save_model(model, tokenizer, spec, config, files, use_head)
-        _record_throughput(spec, plan.describe(), result.tokens_per_second)
+        _record_throughput(spec, plan.describe(), group.world_size, result.tokens_per_second)
         files.append_event("message", f"training done: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s"
                            + (" (early stopped)" if result.early_stopped else ""), **summary)
     return {"status": "succeeded", "result": summary, "finished": time.time()}
 
 
-def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan: Any) -> Any:
+def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan: Any, data_parallel: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -229,6 +278,9 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
         kwargs["dtype"] = torch.bfloat16  # frozen base in bf16 on GPUs; LoRA weights stay fp32 (peft upcasts)
     else:
         kwargs["dtype"] = torch.float32
+    if data_parallel and plan.device == "cuda":
+        # Straight onto this rank's GPU (the current device), instead of N copies in host memory first.
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
     if config.method == "full":
         return model
@@ -281,7 +333,7 @@ def _save_model(model: Any, tokenizer: Any, spec: dict[str, Any], config: HFConf
     os.replace(tmp, files.model)
 
 
-def _record_throughput(spec: dict[str, Any], device: str, tps: float) -> None:
+def _record_throughput(spec: dict[str, Any], device: str, processes: int, tps: float) -> None:
     """Remember this machine's training speed for the next estimate (best effort)."""
     from ftkit.atomic import atomic_write_text
 
@@ -290,7 +342,7 @@ def _record_throughput(spec: dict[str, Any], device: str, tps: float) -> None:
     path = cache_dir() / "hf-throughput.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        key = f"{spec['model']}|{device}|{spec['config'].get('method', 'lora')}"
+        key = throughput_key(spec["model"], device, spec["config"].get("method", "lora"), processes)
         # Keep the fastest speed seen: a run slowed by other load on the machine should not inflate estimates.
         data[key] = round(max(float(tps), float(data.get(key, 0.0))), 1)
         atomic_write_text(path, json.dumps(data, indent=1))

@@ -16,7 +16,12 @@ What makes it fast (each measured in docs/performance.md):
 * the LM head applied only to positions that carry a label, chunked for large vocabularies;
 * frozen base weights stored in bf16 during training.
 
-Events passed to ``on_event``:
+Under torchrun / ``accelerate launch`` (after :func:`ftkit_hf.engine.distributed.init_from_env`) every
+rank calls ``train`` with the same arguments and the steps are computed data-parallel: each step's
+examples are split between the ranks and DDP combines their gradients into exactly the one-process
+step (see ``distributed.py``).
+
+Events passed to ``on_event`` (on rank 0 only):
 
 * ``{"kind": "metrics", "step", "total_steps", "epoch", "train_loss", "learning_rate", "tokens_per_second"}``
   plus ``"valid_loss"`` on evaluation steps;

@@ -10,6 +10,11 @@ module registers an attention implementation, ``ftkit_varlen``, with transformer
 
 It also registers a mask builder that returns None, so transformers does not build a T×T mask we ignore.
 The model's ``config._attn_implementation`` is switched only while the engine runs (:func:`varlen_attention`).
+
+The example lengths reach the attention through :func:`packed_lengths`, not through the model's keyword
+arguments: a Python list passed into a ``torch.compile``d decoder layer is guarded on its length and
+would recompile the layer for every new number of examples in a step. The attention itself stays out of
+the compiled graph (its loop over examples depends on those lengths).
 """
 
 from __future__ import annotations
@@ -23,6 +28,18 @@ import torch.nn.functional as F
 
 NAME = "ftkit_varlen"
 _registered = False
+_lengths: list[int] | None = None  # the example lengths of the packed row being run (see packed_lengths)
+
+
+@contextlib.contextmanager
+def packed_lengths(lengths: list[int]) -> Iterator[None]:
+    """Tell :func:`varlen_attention_forward` where the examples of the packed row begin and end."""
+    global _lengths
+    previous, _lengths = _lengths, lengths
+    try:
+        yield
+    finally:
+        _lengths = previous
 
 
 def _flash_varlen() -> Any:
@@ -33,6 +50,7 @@ def _flash_varlen() -> Any:
     return flash_attn_varlen_func
 
 
+@torch.compiler.disable
 def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                              attention_mask: torch.Tensor | None, scaling: float | None = None,
                              dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, None]:
@@ -40,9 +58,11 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 
     Shapes follow transformers' attention interface: ``query`` is ``[1, Hq, T, D]``, ``key``/``value`` are
     ``[1, Hkv, T, D]``; the result is ``[1, T, Hq, D]``. The boundaries come in the keyword arguments the
-    engine passes to the model: ``ftkit_seq_lengths`` (Python ints) and ``cu_seq_lens_q`` (int32 tensor).
+    engine sets with :func:`packed_lengths` (Python ints) and ``cu_seq_lens_q`` (int32 tensor, for flash-attn).
     """
-    lengths: list[int] | None = kwargs.get("ftkit_seq_lengths")
+    lengths = kwargs.get("ftkit_seq_lengths", _lengths)
+    if lengths is not None and sum(lengths) != query.shape[2]:
+        raise ValueError(f"packed lengths sum to {sum(lengths)}, but the row has {query.shape[2]} tokens")
     if lengths is None:  # called without packing info (e.g. generation after training): one sequence
         lengths = [query.shape[2]]
     if query.shape[0] != 1:

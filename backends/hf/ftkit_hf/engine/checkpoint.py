@@ -80,10 +80,29 @@ def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> 
             p.copy_(tensors[name].to(p.device, p.dtype))
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG state (CPU, and the current CUDA device's when there is one)."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # The current device only: under data parallelism each rank owns one GPU, and reading every
+        # device's state would open a context on each of them.
+        rng["cuda_device"] = torch.cuda.get_rng_state()
+    return rng
+
+
 def save_checkpoint(checkpoint_dir: Path, position: Position, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
-                    best: dict[str, torch.Tensor] | None) -> Path:
+                    best: dict[str, torch.Tensor] | None, rng_by_rank: list[dict[str, Any]] | None = None) -> Path:
     """Write ``checkpoint_dir/step-N`` atomically and prune old checkpoints.
+
+    Args:
+        checkpoint_dir: the run's checkpoint folder.
+        position: where training stands.
+        model: the model whose trainable parameters are saved.
+        optimizer: its state is saved.
+        scheduler: its state is saved.
+        best: trainable parameters at the best validation loss, if kept.
+        rng_by_rank: under data parallelism, every rank's :func:`rng_state` (rank 0 writes them all).
 
     Returns:
         The path of the new checkpoint.
@@ -95,11 +114,11 @@ def save_checkpoint(checkpoint_dir: Path, position: Position, model: torch.nn.Mo
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         if best is not None:
             save_file(best, str(tmp / "best.safetensors"))
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-                   tmp / "state.pt")
+        state: dict[str, Any] = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                 "rng": rng_by_rank[0] if rng_by_rank else rng_state()}
+        if rng_by_rank:
+            state["rng_by_rank"] = rng_by_rank
+        torch.save(state, tmp / "state.pt")
         payload = json.dumps(position.__dict__, indent=1, sort_keys=True)
         (tmp / "state.json").write_text(payload)
         if final.exists():  # the same step saved again (e.g. stop right after a resume)
@@ -151,10 +170,18 @@ def load_checkpoint(path: Path) -> Loaded:
                   load_file(str(best_file)) if best_file.exists() else None, state)
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Put torch's RNG back where the checkpoint left it."""
-    rng = state.get("rng", {})
+def restore_rng(state: dict[str, Any], rank: int = 0) -> None:
+    """Put torch's RNG back where the checkpoint left it (this rank's state when it was saved per rank)."""
+    by_rank = state.get("rng_by_rank") or []
+    if rank < len(by_rank):
+        rng = by_rank[rank]
+    elif rank == 0:
+        rng = state.get("rng", {})
+    else:
+        return  # a rank the checkpoint did not have (more processes than before): keep its own seeded state
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
+    if "cuda_device" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda_device"])
+    elif "cuda" in rng and torch.cuda.is_available():  # checkpoints written before per-device states
         torch.cuda.set_rng_state_all(rng["cuda"])

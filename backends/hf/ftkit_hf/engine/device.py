@@ -111,13 +111,16 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def plan_device(device: str = "auto", precision: str = "auto", threads: int | None = None) -> DevicePlan:
+def plan_device(device: str = "auto", precision: str = "auto", threads: int | None = None,
+                processes: int = 1) -> DevicePlan:
     """Choose device, precision and threads; explicit settings win over detection.
 
     Args:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         precision: ``auto``, ``bf16`` or ``fp32``.
-        threads: CPU threads; None means one per physical core.
+        threads: CPU threads of this process; None means one per physical core, shared out between
+            ``processes``.
+        processes: training processes on this machine (data parallel) that share its cores.
 
     Returns:
         The resolved plan (nothing is changed in torch until :func:`apply_plan`).
@@ -132,7 +135,7 @@ def plan_device(device: str = "auto", precision: str = "auto", threads: int | No
         else:
             prec = precision
             reason = "chosen" if prec == "fp32" or kind else "chosen, emulated bf16"
-        return DevicePlan("cpu", prec, threads or physical_cores(), reason)
+        return DevicePlan("cpu", prec, threads or max(1, physical_cores() // max(1, processes)), reason)
     if dev == "cuda":
         native = torch.cuda.is_bf16_supported()
         if precision == "auto":

@@ -1,4 +1,4 @@
-"""The training loop: steps, evaluation, checkpoints, resume, early stopping."""
+"""The training loop: steps, evaluation, checkpoints, resume, early stopping, data parallelism."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from .checkpoint import (
     load_checkpoint,
     load_trainable,
     restore_rng,
+    rng_state,
     save_checkpoint,
     trainable_state,
 )
 from .device import DevicePlan, apply_plan, plan_device
+from .distributed import Group, current, split_step
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
 from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
@@ -41,6 +43,37 @@ def _fingerprint(lengths: Sequence[int], settings: EngineSettings, packed: bool)
     keys = ("epochs", "batch_tokens", "max_batch_examples", "seed", "max_steps", "learning_rate", "warmup_ratio")
     payload = json.dumps({"lengths": list(lengths), "packed": packed, **{k: getattr(settings, k) for k in keys}})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _target_count(ex: TokenizedExample) -> int:
+    return sum(1 for label in ex.labels[1:] if label != IGNORE_INDEX)
+
+
+def _stand_in(ex: TokenizedExample) -> TokenizedExample:
+    """Two tokens and one target: what a rank with no example in a step trains on, with weight 0.
+
+    The rank must still run a forward and backward pass so that DDP's gradient all-reduce sees every
+    rank; one target makes every trainable weight (the LM head included) take part.
+    """
+    ids = ex.input_ids[:2]
+    return TokenizedExample(ids, [IGNORE_INDEX, ids[1]])
+
+
+class _StepModule(torch.nn.Module):
+    """The loss of a batch as a module's forward pass, so that DDP can wrap it.
+
+    DDP's gradient hooks only act in a backward pass that follows a forward through the DDP wrapper,
+    and the engine's loss does not go through ``model.forward`` (it runs the decoder, then the LM head
+    on the target positions only).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossComputer) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(batch)
 
 
 def _pad_id(model: torch.nn.Module) -> int:
@@ -62,33 +95,54 @@ class _Run:
     """State of one call to :func:`train` (kept in one object to keep the loop readable)."""
 
     def __init__(self, model: torch.nn.Module, settings: EngineSettings, plan: DevicePlan, levers: Levers,
-                 on_event: EventSink) -> None:
+                 group: Group) -> None:
         self.model = model
         self.settings = settings
         self.plan = plan
-        self.on_event = on_event
+        self.group = group
         self.loss_fn = LossComputer(model, levers)
         self.levers = levers
         self.pad_id = _pad_id(model)
+        self.train_forward: Callable[[Batch], torch.Tensor] = self.loss_fn
+
+    def wrap_data_parallel(self) -> None:
+        """Train through DDP (gradients all-reduced during the backward pass) when there are several ranks."""
+        if not self.group.active:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = _StepModule(self.model, self.loss_fn)
+        # Only the trainable weights are DDP's business: every rank loaded the same frozen base from
+        # the same files, so broadcasting it (gigabytes for a 7B model) would be wasted.
+        ignored = [f"model.{n}" for n, p in self.model.named_parameters() if not p.requires_grad]
+        ignored += [f"model.{n}" for n, _ in self.model.named_buffers()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ignored)
+        cuda = self.plan.device == "cuda"
+        self.train_forward = DistributedDataParallel(
+            step, device_ids=[torch.cuda.current_device()] if cuda else None,
+            # The generic route runs model.forward of an unknown architecture, which may leave weights unused.
+            find_unused_parameters=not self.loss_fn.known)
 
     def collate(self, examples: Sequence[TokenizedExample]) -> Batch:
         batch = collate_packed(examples) if self.loss_fn.packed else collate_padded(examples, self.pad_id)
         return batch.to(self.plan.device)
 
-    def step_loss(self, batch: Batch) -> torch.Tensor:
+    def step_loss(self, batch: Batch, train: bool = False) -> torch.Tensor:
         with autocast(self.plan.device, self.plan.autocast_dtype):
-            return self.loss_fn(batch)
+            return self.train_forward(batch) if train else self.loss_fn(batch)
 
     @torch.no_grad()
     def evaluate(self, data: Sequence[TokenizedExample]) -> float:
-        """Mean target cross-entropy over ``data`` (weighted by target tokens)."""
+        """Mean target cross-entropy over ``data`` (weighted by target tokens); with several ranks each
+        evaluates every n-th batch and the sums are all-reduced, so all ranks get the same number."""
         was_training = self.model.training
         self.model.eval()
         lengths = [len(ex.input_ids) for ex in data]
         total, count = 0.0, 0
         try:
-            for idx in plan_epoch(lengths, self.settings.batch_tokens, self.settings.max_batch_examples, 0, 0,
-                                  sort_by_length=not self.loss_fn.packed):
+            steps = plan_epoch(lengths, self.settings.batch_tokens, self.settings.max_batch_examples, 0, 0,
+                               sort_by_length=not self.loss_fn.packed)
+            for idx in steps[self.group.rank::self.group.world_size]:
                 batch = self.collate([data[i] for i in idx])
                 if batch.label_tokens == 0:
                     continue
@@ -96,7 +150,8 @@ class _Run:
                 count += batch.label_tokens
         finally:
             self.model.train(was_training)
-        return total / count if count else float("nan")
+        total_all, count_all = self.group.sum([total, count])
+        return total_all / count_all if count_all else float("nan")
 
 
 def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
@@ -108,14 +163,22 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     Resumes from the newest complete checkpoint in ``checkpoint_dir`` if there is one. Deterministic given
     ``settings.seed`` (on the same hardware and thread count).
 
+    Under torchrun / ``accelerate launch`` (a process group initialized, e.g. by
+    :func:`ftkit_hf.engine.distributed.init_from_env`) every rank calls ``train`` with the same arguments:
+    each optimizer step's examples are split between the ranks and DDP combines the gradients, so a
+    step is the same step as in one process (``batch_tokens`` is the budget of the whole step), only
+    computed in parallel. Rank 0 alone writes checkpoints and receives events.
+
     Args:
         model: a causal LM module (e.g. a ``peft.PeftModel`` over ``LlamaForCausalLM``); trained in place.
         train_data: training examples.
         valid_data: validation examples, or None / empty for none.
         settings: how to train.
         checkpoint_dir: where ``step-N`` checkpoints are written and resumed from.
-        on_event: receives ``metrics``, ``checkpoint`` and ``message`` events (see the package docstring).
-        should_stop: polled between steps; when it returns True a checkpoint is written and train returns.
+        on_event: receives ``metrics``, ``checkpoint`` and ``message`` events (see the package docstring);
+            called on rank 0 only.
+        should_stop: polled between steps; when it returns True (on any rank) a checkpoint is written and
+            train returns, on every rank.
         levers: speed levers (benchmarks only; the defaults are the fast path).
 
     Returns:
@@ -126,17 +189,24 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
             holds a checkpoint of a different run.
     """
     levers = levers or Levers()
-    plan = plan_device(settings.device, settings.precision, settings.threads)
+    group = current()
+    plan = plan_device(settings.device, settings.precision, settings.threads, processes=group.local_world_size)
     apply_plan(plan)
+    if plan.device == "cuda" and group.active:
+        torch.cuda.set_device(group.local_rank % torch.cuda.device_count())  # "cuda" is this rank's GPU
     checkpoint_dir = Path(checkpoint_dir)
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed + group.rank)  # ranks draw different dropout masks
     model.to(plan.device)
-    run = _Run(model, settings, plan, levers, on_event)
+    run = _Run(model, settings, plan, levers, group)
+
+    def emit(ev: dict[str, Any]) -> None:
+        if group.is_main:
+            on_event(ev)
 
     examples = [ex for ex in train_data if _has_target(ex)]
     if len(examples) < len(train_data):
-        on_event({"kind": "message", "message": f"{len(train_data) - len(examples)} training examples have no "
-                                               "target token and are skipped"})
+        emit({"kind": "message", "message": f"{len(train_data) - len(examples)} training examples have no "
+                                            "target token and are skipped"})
     if not examples:
         raise ConfigError("no training example has a token to learn (all labels are -100)")
     valid = [ex for ex in (valid_data or []) if _has_target(ex)]
@@ -170,11 +240,11 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
         load_trainable(model, loaded.trainable)
         optimizer.load_state_dict(loaded.state["optimizer"])
         scheduler.load_state_dict(loaded.state["scheduler"])
-        restore_rng(loaded.state)
-        on_event({"kind": "message", "message": f"resumed from {resume_from.name}"})
+        restore_rng(loaded.state, group.rank)
+        emit({"kind": "message", "message": f"resumed from {resume_from.name}"})
     else:
-        on_event({"kind": "message", "message": f"training on {plan.describe()}; {run.loss_fn.route}; "
-                                               f"{total_steps} steps"})
+        where = plan.describe() + (f" x {group.world_size} processes (data parallel)" if group.active else "")
+        emit({"kind": "message", "message": f"training on {where}; {run.loss_fn.route}; {total_steps} steps"})
 
     def result(stopped: bool) -> TrainResult:
         done_epochs = pos.epoch + (pos.batch_index / len(plans[pos.epoch]) if pos.epoch < len(plans) else 0.0)
@@ -183,19 +253,24 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                            tokens_per_second=pos.train_tokens / pos.train_seconds if pos.train_seconds else 0.0)
 
     def checkpoint() -> None:
-        path = save_checkpoint(checkpoint_dir, pos, model, optimizer, scheduler, best)
-        on_event({"kind": "checkpoint", "step": pos.step, "path": str(path)})
+        rngs = group.gather(rng_state()) if group.active else None  # a collective: every rank comes here
+        if group.is_main:
+            path = save_checkpoint(checkpoint_dir, pos, model, optimizer, scheduler, best, rng_by_rank=rngs)
+            emit({"kind": "checkpoint", "step": pos.step, "path": str(path)})
 
     def finish() -> None:
         if best is not None and settings.early_stopping_patience is not None:
             load_trainable(model, best)
-            on_event({"kind": "message", "message": f"restored the weights of the best validation loss "
-                                                   f"({pos.best_valid_loss:.4f})"})
+            emit({"kind": "message", "message": f"restored the weights of the best validation loss "
+                                                f"({pos.best_valid_loss:.4f})"})
 
     if pos.done:
         finish()
         return result(stopped=False)
 
+    run.wrap_data_parallel()
+    if group.active:  # what the ranks need to split each step and weight their share of its loss
+        targets = [_target_count(ex) for ex in examples]
     log_every = max(1, total_steps // 100)
     window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
     last_checkpoint_step = pos.step if resume_from is not None else -1
@@ -207,26 +282,40 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
             if pos.batch_index >= len(steps_of_epoch):
                 pos.epoch, pos.batch_index = pos.epoch + 1, 0
                 continue
-            if should_stop():
+            if group.any(should_stop()):
                 checkpoint()
                 return result(stopped=True)
-            batch = run.collate([examples[i] for i in steps_of_epoch[pos.batch_index]])
+            step = steps_of_epoch[pos.batch_index]
+            if group.active:
+                # This rank's share of the step. DDP averages the ranks' gradients, so a rank whose loss
+                # is the mean over its n_r targets is weighted n_r * world / N: the average is then the
+                # gradient of the whole step's mean loss over its N targets, as in one process.
+                shard = split_step(step, lengths, group.world_size)[group.rank]
+                step_targets = sum(targets[i] for i in step)
+                step_tokens = sum(lengths[i] for i in step)
+                batch = run.collate([examples[i] for i in shard] or [_stand_in(examples[step[0]])])
+                weight = batch.label_tokens * group.world_size / step_targets if shard else 0.0
+            else:
+                batch = run.collate([examples[i] for i in step])
+                step_tokens = batch.real_tokens
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
-            loss = run.step_loss(batch)
-            loss.backward()
+            loss = run.step_loss(batch, train=True)
+            (loss * weight if group.active else loss).backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_value = loss.detach().item()  # syncs the device, so the timing below is honest
+            if group.active:  # the step's loss over all its targets, the number one process would log
+                loss_value = group.sum([loss_value * batch.label_tokens if shard else 0.0])[0] / step_targets
             seconds = time.perf_counter() - started
             pos.step += 1
             pos.batch_index += 1
             pos.train_seconds += seconds
-            pos.train_tokens += batch.real_tokens
+            pos.train_tokens += step_tokens
             window_loss += loss_value
             window_steps += 1
-            window_tokens += batch.real_tokens
+            window_tokens += step_tokens
             window_seconds += seconds
             epoch_end = pos.batch_index >= len(steps_of_epoch)
             last = pos.step >= total_steps
@@ -259,12 +348,12 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                             and pos.bad_evals >= settings.early_stopping_patience:
                         pos.early_stopped = True
             if event is not None:
-                on_event(event)
+                emit(event)
             if pos.early_stopped or last:
                 pos.done = True
                 if pos.early_stopped:
-                    on_event({"kind": "message", "message": f"early stopping: no better validation loss in "
-                                                           f"{pos.bad_evals} evaluations"})
+                    emit({"kind": "message", "message": f"early stopping: no better validation loss in "
+                                                        f"{pos.bad_evals} evaluations"})
                 checkpoint()
                 last_checkpoint_step = pos.step
                 break

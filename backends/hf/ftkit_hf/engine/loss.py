@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .attention import varlen_attention
+from .attention import packed_lengths, varlen_attention
 from .batching import Batch
 from .settings import IGNORE_INDEX
 
@@ -43,8 +42,10 @@ class Levers:
         bf16_frozen_weights: under bf16, store the frozen base weights (linear, embedding, norm) in bf16
             during training: autocast no longer recasts them on every pass and the hidden states flow in
             bf16 between layers, as with a bf16-loaded model on a GPU. Restored afterwards.
-        compile: ``torch.compile`` the decoder stack (off by default: on CPU with variable shapes the
-            recompilations cost more than they save; see docs/performance.md).
+        compile: ``torch.compile`` each decoder layer (dynamic shapes, attention left eager). It fuses the
+            norms, rotary embeddings, activations and LoRA additions; it pays only once the warm-up (about a
+            minute on 2 cores, seconds with a warm inductor cache) is amortised, so the loop turns it on
+            for long runs only (see docs/performance.md).
     """
 
     packing: bool = True
@@ -75,9 +76,27 @@ class LossComputer:
         self.head = head if self.known else None
         self.packed = self.known and levers.packing
         self.label_only = self.known and levers.label_only_logits
-        self._decoder_call: Any = self.decoder
+        self.compiled = False
         if self.known and levers.compile:
-            self._decoder_call = torch.compile(self.decoder, dynamic=True)
+            self._compile_layers()
+
+    def _compile_layers(self) -> None:
+        # Each decoder layer is compiled on its own, with dynamic shapes: the layers share one graph (the
+        # parameters are inputs), the packed row length varies freely, and the attention stays out of the
+        # graph (see attention.packed_lengths). Compiling the whole stack instead unrolls 30 layers.
+        layers = getattr(self.decoder, "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList):
+            return
+        for layer in layers:
+            layer.compile(dynamic=True)
+        self.compiled = True
+
+    def release(self) -> None:
+        """Drop the compiled layers, so the model the caller gets back runs eagerly (generation, export)."""
+        if self.compiled and self.decoder is not None:
+            for layer in self.decoder.layers:
+                layer._compiled_call_impl = None
+            self.compiled = False
 
     @property
     def route(self) -> str:
@@ -86,7 +105,7 @@ class LossComputer:
             return "generic (padded batches, full logits)"
         layout = "packed with per-example attention" if self.packed else "padded batches"
         logits = "label-only logits" if self.label_only else "full logits"
-        return f"{layout}, {logits}"
+        return f"{layout}, {logits}" + (", compiled layers" if self.compiled else "")
 
     def context(self) -> contextlib.AbstractContextManager[None]:
         """Context in which forward passes must run (switches the attention implementation when packing)."""
@@ -99,11 +118,11 @@ class LossComputer:
         if not self.known:
             return self._generic(batch)
         if self.packed:
-            out = self._decoder_call(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
-                                     ftkit_seq_lengths=batch.seq_lengths, cu_seq_lens_q=batch.cu_seqlens,
-                                     cu_seq_lens_k=batch.cu_seqlens)
+            with packed_lengths(batch.seq_lengths):
+                out = self.decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                                   cu_seq_lens_q=batch.cu_seqlens, cu_seq_lens_k=batch.cu_seqlens)
         else:
-            out = self._decoder_call(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            out = self.decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         hidden = out.last_hidden_state
         assert self.head is not None
         targets = batch.targets.reshape(-1)
