@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from ftkit_hf.engine.batching import collate_packed
-from ftkit_hf.engine.loss import Levers, LossComputer
+from ftkit_hf.engine.loss import COMPILE_MIN_WORK, Levers, LossComputer, compile_pays
 from ftkit_hf.engine.testing import synthetic_examples, tiny_lora_model
 
 pytestmark = pytest.mark.slow  # inductor generates and compiles C++ on the first step (tens of seconds cold)
@@ -24,7 +24,7 @@ def test_compiled_layers_match_eager_and_compile_once() -> None:
     model = tiny_lora_model("llama")
     eager = LossComputer(model, Levers())
     compiled = LossComputer(model, Levers(compile=True))
-    assert compiled.compiled and "compiled layers" in compiled.route
+    assert "compiled decoder layers" in compiled.route and "compiled" not in eager.route
     steps = [synthetic_examples(n, seed=n) for n in (3, 5, 2, 7)]  # a new example count and length every step
     graphs = []
     for examples in steps:
@@ -38,5 +38,15 @@ def test_compiled_layers_match_eager_and_compile_once() -> None:
     # The first step compiles (the first layer sees an input without grad, the others one with grad); later
     # steps with other lengths and example counts reuse those graphs.
     assert graphs[0] > 0 and graphs[-1] == graphs[1]
-    compiled.release()
+    # Leaving the computer's context hands the model back eager (generation, export, a later eager run).
     assert all(layer._compiled_call_impl is None for layer in compiled.decoder.layers)
+
+
+def test_compile_is_chosen_for_long_cpu_runs_only() -> None:
+    model = tiny_lora_model("llama")
+    params = sum(p.numel() for p in model.parameters())
+    long_run = int(COMPILE_MIN_WORK / params) + 1
+    assert compile_pays("cpu", long_run, model)
+    assert not compile_pays("cpu", long_run // 2, model)
+    assert not compile_pays("cuda", long_run, model)  # not measured on GPUs
+    assert not compile_pays("cpu", long_run, model, processes=2)

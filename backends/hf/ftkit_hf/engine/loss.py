@@ -14,6 +14,8 @@ autocast precision, so a packed step and the same examples unpacked give the sam
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -44,14 +46,33 @@ class Levers:
             bf16 between layers, as with a bf16-loaded model on a GPU. Restored afterwards.
         compile: ``torch.compile`` each decoder layer (dynamic shapes, attention left eager). It fuses the
             norms, rotary embeddings, activations and LoRA additions; it pays only once the warm-up (about a
-            minute on 2 cores, seconds with a warm inductor cache) is amortised, so the loop turns it on
-            for long runs only (see docs/performance.md).
+            minute on 2 cores, seconds with a warm inductor cache) is amortised. None (the default) lets
+            the loop decide with :func:`compile_pays`: on for long single-process CPU runs only.
     """
 
     packing: bool = True
     label_only_logits: bool = True
     bf16_frozen_weights: bool = True
-    compile: bool = False
+    compile: bool | None = None  # None: the loop decides (compile_pays)
+
+
+# Compiling pays once it is amortised: per-layer compilation takes about a minute on 2 cores with a cold
+# inductor cache and makes CPU steps ~1.25x faster (docs/performance.md). Work is counted as model parameters x
+# planned training tokens; 4e13 is ~300k tokens of SmolLM2-135M, about 15 minutes of eager training on 2 cores.
+COMPILE_MIN_WORK = 4e13
+
+
+def compile_pays(device: str, planned_tokens: int, model: torch.nn.Module, processes: int = 1) -> bool:
+    """Whether the ``compile`` lever should be on for a run: a long single-process CPU run with a C++ compiler.
+
+    GPUs and data-parallel runs keep the eager path: compiling there has not been measured in this project.
+    """
+    if device != "cpu" or processes > 1:
+        return False
+    if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")):
+        return False  # inductor's CPU code generation needs a C++ compiler
+    work = planned_tokens * sum(p.numel() for p in model.parameters())
+    return work >= COMPILE_MIN_WORK
 
 
 def _base_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -76,9 +97,8 @@ class LossComputer:
         self.head = head if self.known else None
         self.packed = self.known and levers.packing
         self.label_only = self.known and levers.label_only_logits
+        self.compile = bool(self.known and levers.compile)
         self.compiled = False
-        if self.known and levers.compile:
-            self._compile_layers()
 
     def _compile_layers(self) -> None:
         # Each decoder layer is compiled on its own, with dynamic shapes: the layers share one graph (the
@@ -105,13 +125,18 @@ class LossComputer:
             return "generic (padded batches, full logits)"
         layout = "packed with per-example attention" if self.packed else "padded batches"
         logits = "label-only logits" if self.label_only else "full logits"
-        return f"{layout}, {logits}" + (", compiled layers" if self.compiled else "")
+        return f"{layout}, {logits}" + (", compiled decoder layers" if self.compile else "")
 
     def context(self) -> contextlib.AbstractContextManager[None]:
-        """Context in which forward passes must run (switches the attention implementation when packing)."""
+        """Context in which forward passes must run: the attention implementation for packing, and the
+        compiled decoder layers when compiling (dropped again on exit)."""
+        stack = contextlib.ExitStack()
         if self.packed and self.config is not None:
-            return varlen_attention(self.config)
-        return contextlib.nullcontext()
+            stack.enter_context(varlen_attention(self.config))
+        if self.compile:
+            self._compile_layers()
+            stack.callback(self.release)
+        return stack
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the batch's target positions (fp32 scalar, differentiable)."""
