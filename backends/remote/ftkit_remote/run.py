@@ -225,7 +225,10 @@ class RemoteRun(Provisioning):
             job = self.st["remote_job"]
             try:
                 async with connect(self._endpoint(), self._key, timeout=10) as s:
-                    await s.run(f'kill -TERM -- -"$(cat {job}/worker.pid)" 2>/dev/null; sleep 1', timeout=30)
+                    # The cancel file reaches every rank of a torchrun worker between steps; SIGTERM (which
+                    # torchrun forwards, then kills after 30 s) covers a worker that does not poll it.
+                    await s.run(f'touch {job}/cancel; kill -TERM -- -"$(cat {job}/worker.pid)" 2>/dev/null; sleep 1',
+                                timeout=30)
                     self.events += await self._read_events(s)
             except SshError as e:
                 self.note(f"could not reach the machine to stop the worker ({e}); destroying it anyway",
