@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from ftkit_hf.engine.batching import collate_packed
-from ftkit_hf.engine.loss import COMPILE_MIN_WORK, Levers, LossComputer, compile_pays
+from ftkit_hf.engine.loss import Levers, LossComputer
 from ftkit_hf.engine.testing import synthetic_examples, tiny_lora_model
 
 pytestmark = pytest.mark.slow  # inductor generates and compiles C++ on the first step (tens of seconds cold)
@@ -41,12 +41,3 @@ def test_compiled_layers_match_eager_and_compile_once() -> None:
     # Leaving the computer's context hands the model back eager (generation, export, a later eager run).
     assert all(layer._compiled_call_impl is None for layer in compiled.decoder.layers)
 
-
-def test_compile_is_chosen_for_long_cpu_runs_only() -> None:
-    model = tiny_lora_model("llama")
-    params = sum(p.numel() for p in model.parameters())
-    long_run = int(COMPILE_MIN_WORK / params) + 1
-    assert compile_pays("cpu", long_run, model)
-    assert not compile_pays("cpu", long_run // 2, model)
-    assert not compile_pays("cuda", long_run, model)  # not measured on GPUs
-    assert not compile_pays("cpu", long_run, model, processes=2)

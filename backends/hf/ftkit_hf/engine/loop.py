@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .device import DevicePlan, apply_plan, plan_device
 from .distributed import Group, current, split_step
-from .loss import Levers, LossComputer, compile_pays
+from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
 from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
 
@@ -220,10 +220,6 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     total_steps = sum(len(p) for p in plans)
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    if levers.compile is None and run.loss_fn.known:
-        planned = sum(lengths[i] for p in plans for step in p for i in step)
-        planned = planned * total_steps // max(1, sum(len(p) for p in plans))
-        run.loss_fn.compile = compile_pays(plan.device, planned, model, group.world_size)
     fingerprint = _fingerprint(lengths, settings, run.loss_fn.packed)
 
     optimizer = torch.optim.AdamW([p for _, p in params], lr=settings.learning_rate,

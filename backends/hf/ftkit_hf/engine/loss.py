@@ -14,8 +14,6 @@ autocast precision, so a packed step and the same examples unpacked give the sam
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from dataclasses import dataclass
 
 import torch
@@ -46,33 +44,15 @@ class Levers:
             bf16 between layers, as with a bf16-loaded model on a GPU. Restored afterwards.
         compile: ``torch.compile`` each decoder layer (dynamic shapes, attention left eager). It fuses the
             norms, rotary embeddings, activations and LoRA additions; it pays only once the warm-up (about a
-            minute on 2 cores, seconds with a warm inductor cache) is amortised. None (the default) lets
-            the loop decide with :func:`compile_pays`: on for long single-process CPU runs only.
+            minute on 2 cores, seconds with a warm inductor cache) is amortised. Off: measured on an idle
+            2-core CPU it makes steps only ~1.06x faster after warm-up (docs/performance.md), too little
+            for the warm-up and for the risk of a machine without a working C++ toolchain.
     """
 
     packing: bool = True
     label_only_logits: bool = True
     bf16_frozen_weights: bool = True
-    compile: bool | None = None  # None: the loop decides (compile_pays)
-
-
-# Compiling pays once it is amortised: per-layer compilation takes about a minute on 2 cores with a cold
-# inductor cache and makes CPU steps ~1.25x faster (docs/performance.md). Work is counted as model parameters x
-# planned training tokens; 4e13 is ~300k tokens of SmolLM2-135M, about 15 minutes of eager training on 2 cores.
-COMPILE_MIN_WORK = 4e13
-
-
-def compile_pays(device: str, planned_tokens: int, model: torch.nn.Module, processes: int = 1) -> bool:
-    """Whether the ``compile`` lever should be on for a run: a long single-process CPU run with a C++ compiler.
-
-    GPUs and data-parallel runs keep the eager path: compiling there has not been measured in this project.
-    """
-    if device != "cpu" or processes > 1:
-        return False
-    if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")):
-        return False  # inductor's CPU code generation needs a C++ compiler
-    work = planned_tokens * sum(p.numel() for p in model.parameters())
-    return work >= COMPILE_MIN_WORK
+    compile: bool = False
 
 
 def _base_model(model: torch.nn.Module) -> torch.nn.Module:
