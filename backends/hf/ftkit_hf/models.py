@@ -178,7 +178,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         if getattr(tok, "add_bos_token", False):  # transformers 4.x GGUF tokenizers wrongly prepend <|im_start|>
-            tok.add_bos_token = False
+            tok.add_bos_token = False  # type: ignore[misc]  # read-only in the stubs, settable at runtime
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         cfg = loaded.config
         # transformers 5.x marks a GGUF-loaded model as quantized and refuses to save it: copy into a plain one.

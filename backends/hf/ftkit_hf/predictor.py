@@ -112,9 +112,10 @@ class HFPredictor:
             model = PeftModel.from_pretrained(model, str(adapter_path))
             if merge:
                 model = model.merge_and_unload()
+        module: torch.nn.Module = model  # transformers types .to() oddly; a Module's .to() is all we use
         if plan.device != "cpu" and plan.precision == "bf16":
-            model = model.to(torch.bfloat16)
-        model = model.to(plan.device)
+            module = module.to(torch.bfloat16)
+        model = module.to(plan.device)
         return cls(model, tokenizer, kind=kind, labels=labels, preamble=preamble, device=plan.device,
                    precision=plan.precision)
 

@@ -248,7 +248,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
             return {"status": "cancelled"}
         result = train(model, train_set.examples, valid_set.examples if valid_set else None, settings,
                        checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
-    summary = {
+    summary: dict[str, Any] = {
         "steps": result.steps, "epochs_done": result.epochs_done, "final_train_loss": result.final_train_loss,
         "best_valid_loss": result.best_valid_loss, "early_stopped": result.early_stopped,
         "tokens_per_second": result.tokens_per_second,
@@ -291,7 +291,7 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = config.target_modules or default_target_modules(model_cfg.model_type)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft: alpha / r in float lora_dropout=config.lora_dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -310,7 +310,7 @@ def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_
     from peft import LoraConfig, get_peft_model
 
     targets = config.target_modules or default_target_modules(model.config.model_type)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft: alpha / r in float lora_dropout=config.lora_dropout,
                       target_modules=targets, bias="none", task_type="SEQ_CLS")
     return get_peft_model(model, lora)  # SEQ_CLS keeps the new classifier head trainable and saved
 

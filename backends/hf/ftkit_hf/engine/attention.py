@@ -32,7 +32,7 @@ _lengths: list[int] | None = None  # the example lengths of the packed row being
 
 
 @contextlib.contextmanager
-def packed_lengths(lengths: list[int]) -> Iterator[None]:
+def packed_lengths(lengths: list[int] | None) -> Iterator[None]:
     """Tell :func:`varlen_attention_forward` where the examples of the packed row begin and end."""
     global _lengths
     previous, _lengths = _lengths, lengths

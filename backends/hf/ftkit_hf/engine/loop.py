@@ -223,8 +223,8 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     fingerprint = _fingerprint(lengths, settings, run.loss_fn.packed)
 
     optimizer = torch.optim.AdamW([p for _, p in params], lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay,
-                                  **({"fused": True} if plan.device == "cuda" else {"foreach": True}))
+                                  weight_decay=settings.weight_decay, fused=plan.device == "cuda",
+                                  foreach=plan.device != "cuda")
     warmup = math.ceil(total_steps * settings.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
 

@@ -69,7 +69,8 @@ class LossComputer:
         self.config = getattr(base, "config", None)
         model_type = getattr(self.config, "model_type", None)
         decoder = getattr(base, "model", None)
-        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        get_head = getattr(base, "get_output_embeddings", None)
+        head = get_head() if callable(get_head) else None
         self.known = (model_type in KNOWN_DECODERS and isinstance(decoder, torch.nn.Module)
                       and isinstance(head, torch.nn.Linear)
                       and getattr(self.config, "final_logit_softcapping", None) is None)
@@ -107,7 +108,7 @@ class LossComputer:
         logits = "label-only logits" if self.label_only else "full logits"
         return f"{layout}, {logits}" + (", compiled decoder layers" if self.compile else "")
 
-    def context(self) -> contextlib.AbstractContextManager[None]:
+    def context(self) -> contextlib.ExitStack[bool | None]:
         """Context in which forward passes must run: the attention implementation for packing, and the
         compiled decoder layers when compiling (dropped again on exit)."""
         stack = contextlib.ExitStack()
@@ -122,6 +123,7 @@ class LossComputer:
         """Mean cross-entropy over the batch's target positions (fp32 scalar, differentiable)."""
         if not self.known:
             return self._generic(batch)
+        assert self.decoder is not None and self.head is not None  # set together with `known`
         if self.packed:
             with packed_lengths(batch.seq_lengths):
                 out = self.decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,

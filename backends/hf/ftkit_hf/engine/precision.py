@@ -43,7 +43,7 @@ def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype | None, *, line
     Yields:
         How many tensors were converted.
     """
-    saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     stack = contextlib.ExitStack()
     if dtype is not None:
         skipped = {id(p) for m in skip for p in m.parameters()}

@@ -18,9 +18,10 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def tiny_causal_lm(arch: str = "llama", vocab: int = 256, seed: int = 0) -> torch.nn.Module:
     """A 2-layer random-init causal LM: ``llama``, ``qwen2`` or ``gpt2`` (an architecture the engine does
     not special-case, so it takes the generic route)."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, Qwen2Config
 
     torch.manual_seed(seed)
+    cfg: PretrainedConfig
     if arch == "llama":
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
