@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.costs.catalogue import DEVICE_WATTS
 from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.events import Event, JobStatus
 from ftkit.paths import cache_dir
@@ -39,9 +40,6 @@ _STATUS = {
 # class are rough [guess] figures, calibrated on CPU with the measured ~600 tokens/s of SmolLM2-135M
 # (docs/backends/hf.md); a measured speed from an earlier job on this machine replaces them.
 _SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12}
-_DEFAULT_WATTS = {"cpu": 65.0, "cuda": 350.0, "mps": 30.0}
-
-
 class HFBackend(Backend):
     """Fine-tune with transformers + peft on this machine's CPU, CUDA GPU or Apple GPU."""
 
@@ -162,7 +160,7 @@ class HFBackend(Backend):
         tokens = prep["tokens"].get("train", 0) * epochs
         tps, source = self._speed(prep["model"], config, plan, processes)
         hours = tokens / tps / 3600
-        watts = config.power_watts or _DEFAULT_WATTS.get(plan.device, 65.0)
+        watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
         usd = watts / 1000 * hours * config.usd_per_kwh
         return CostEstimate(
             usd=usd, hours=hours, billed_tokens=tokens,

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ftkit.backend import BackendConfig
+from ftkit.costs.catalogue import ELECTRICITY
 
 
 class HFConfig(BackendConfig):
@@ -62,9 +63,11 @@ class HFConfig(BackendConfig):
         default=None, gt=0, description="Training speed for the estimate; None: measured here before, or a default."
     )
     power_watts: float | None = Field(
-        default=None, gt=0, description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 30 W MPS."
+        default=None, gt=0, description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 40 W MPS "
+        "(ftkit.costs.catalogue.DEVICE_WATTS)."
     )
-    usd_per_kwh: float = Field(default=0.17, ge=0, description="Electricity price (US average residential, 2025).")
+    usd_per_kwh: float = Field(default=ELECTRICITY.usd_per_kwh, ge=0,
+                               description="Electricity price, USD/kWh (default: ftkit.costs' US average, 2025).")
 
     @field_validator("num_processes")
     @classmethod
