@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from ftkit_hf.engine.attention import packed_lengths
 from ftkit_hf.engine.batching import collate_packed, collate_padded
 from ftkit_hf.engine.loss import Levers, LossComputer, head_cross_entropy
 from ftkit_hf.engine.testing import synthetic_examples, tiny_lora_model
@@ -79,13 +80,15 @@ def test_changing_one_example_leaves_the_others_untouched():
     examples = synthetic_examples(3, seed=3)
     computer = LossComputer(model, Levers())
     with torch.no_grad(), computer.context():
-        hidden_a = model.get_base_model().model(
-            input_ids=collate_packed(examples).input_ids, position_ids=collate_packed(examples).position_ids,
-            ftkit_seq_lengths=collate_packed(examples).seq_lengths).last_hidden_state
+        a = collate_packed(examples)
+        with packed_lengths(a.seq_lengths):
+            hidden_a = model.get_base_model().model(input_ids=a.input_ids,
+                                                    position_ids=a.position_ids).last_hidden_state
         changed = [examples[0].__class__([7] * len(examples[0].input_ids), examples[0].labels), *examples[1:]]
         b = collate_packed(changed)
-        hidden_b = model.get_base_model().model(input_ids=b.input_ids, position_ids=b.position_ids,
-                                                ftkit_seq_lengths=b.seq_lengths).last_hidden_state
+        with packed_lengths(b.seq_lengths):
+            hidden_b = model.get_base_model().model(input_ids=b.input_ids,
+                                                    position_ids=b.position_ids).last_hidden_state
     n0 = len(examples[0].input_ids)
     assert not torch.allclose(hidden_a[0, :n0], hidden_b[0, :n0])
     torch.testing.assert_close(hidden_a[0, n0:], hidden_b[0, n0:])

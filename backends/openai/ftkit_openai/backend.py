@@ -25,11 +25,10 @@ from ftkit_openai.eventmap import checkpoint_event, job_event, result_row_event
 from ftkit_openai.files import upload
 from ftkit_openai.predictor import OpenAIPredictor
 from ftkit_openai.results import decode_results, parse_results
-from ftkit_openai.statuses import STATUS_TABLE
+from ftkit_openai.statuses import STATUS_TABLE, TERMINAL
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 EVENT_PAGE = 100
-_FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class OpenAIBackend(Backend):
@@ -289,7 +288,7 @@ class OpenAIBackend(Backend):
         job_id = ctx.backend_job_id or ctx.state.get("openai_job_id")
         if job_id:
             job = api.call(api.client.fine_tuning.jobs.retrieve, job_id)
-            if job.status in _FINISHED:
+            if job.status in TERMINAL:
                 return
             try:
                 api.call(api.client.fine_tuning.jobs.cancel, job_id)
@@ -298,7 +297,7 @@ class OpenAIBackend(Backend):
                 # failure of cancel: the job is over either way, and the next refresh records how it ended.
                 if e.status_code != 400:
                     raise
-                if api.call(api.client.fine_tuning.jobs.retrieve, job_id).status not in _FINISHED:
+                if api.call(api.client.fine_tuning.jobs.retrieve, job_id).status not in TERMINAL:
                     raise
 
     def pause(self, ctx: JobContext) -> None:

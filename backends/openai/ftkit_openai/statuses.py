@@ -18,4 +18,6 @@ STATUS_TABLE: dict[str, JobStatus] = {
     "cancelled": JobStatus.CANCELLED,
 }
 
+TERMINAL = frozenset(name for name, status in STATUS_TABLE.items() if status.is_terminal)
+
 BATCH_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})

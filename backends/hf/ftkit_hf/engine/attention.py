@@ -57,10 +57,10 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     """Causal attention per packed example.
 
     Shapes follow transformers' attention interface: ``query`` is ``[1, Hq, T, D]``, ``key``/``value`` are
-    ``[1, Hkv, T, D]``; the result is ``[1, T, Hq, D]``. The boundaries come in the keyword arguments the
-    engine sets with :func:`packed_lengths` (Python ints) and ``cu_seq_lens_q`` (int32 tensor, for flash-attn).
+    ``[1, Hkv, T, D]``; the result is ``[1, T, Hq, D]``. The boundaries come from :func:`packed_lengths`
+    (Python ints) and the ``cu_seq_lens_q`` keyword argument (int32 tensor, for flash-attn).
     """
-    lengths = kwargs.get("ftkit_seq_lengths", _lengths)
+    lengths = _lengths
     if lengths is not None and sum(lengths) != query.shape[2]:
         raise ValueError(f"packed lengths sum to {sum(lengths)}, but the row has {query.shape[2]} tokens")
     if lengths is None:  # called without packing info (e.g. generation after training): one sequence

@@ -78,26 +78,21 @@ class LossComputer:
         self.head = head if self.known else None
         self.packed = self.known and levers.packing
         self.label_only = self.known and levers.label_only_logits
-        self.compile = bool(self.known and levers.compile)
-        self.compiled = False
+        layers = getattr(decoder, "layers", None)
+        self.layers = list(layers) if self.known and isinstance(layers, torch.nn.ModuleList) else []
+        self.compile = bool(levers.compile and self.layers)
 
     def _compile_layers(self) -> None:
         # Each decoder layer is compiled on its own, with dynamic shapes: the layers share one graph (the
         # parameters are inputs), the packed row length varies freely, and the attention stays out of the
         # graph (see attention.packed_lengths). Compiling the whole stack instead unrolls 30 layers.
-        layers = getattr(self.decoder, "layers", None)
-        if not isinstance(layers, torch.nn.ModuleList):
-            return
-        for layer in layers:
+        for layer in self.layers:
             layer.compile(dynamic=True)
-        self.compiled = True
 
     def release(self) -> None:
         """Drop the compiled layers, so the model the caller gets back runs eagerly (generation, export)."""
-        if self.compiled and self.decoder is not None:
-            for layer in self.decoder.layers:
-                layer._compiled_call_impl = None
-            self.compiled = False
+        for layer in self.layers:
+            layer._compiled_call_impl = None
 
     @property
     def route(self) -> str:
@@ -131,7 +126,6 @@ class LossComputer:
         else:
             out = self.decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         hidden = out.last_hidden_state
-        assert self.head is not None
         targets = batch.targets.reshape(-1)
         hidden = hidden.reshape(-1, hidden.shape[-1])
         if self.label_only:
