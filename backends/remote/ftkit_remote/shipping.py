@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from ftkit.atomic import atomic_write_text
 from ftkit_remote import machine_setup
 from ftkit_remote.config import RemoteConfig
-from ftkit_remote.wheels import WORKER_DISTRIBUTIONS, Wheel, build_wheels, normalize, requirements_of
+from ftkit_remote.wheels import WORKER_DISTRIBUTIONS, Wheel, build_wheels, requirements_of
 
 __all__ = ["ShipPlan", "stage_wheels"]
 
@@ -64,7 +66,7 @@ def stage_wheels(stage: Path, config: RemoteConfig, default_worker: bool) -> Shi
     # A custom worker's own import error says enough (its log tail); the default worker is checked up front.
     checks = ["ftkit_hf.worker"] if default_worker else []
     requires_python = ""
-    if any(normalize(w.name) == "ftkit" for w in wheels):
+    if any(canonicalize_name(w.name) == "ftkit" for w in wheels):
         requires_python = metadata.metadata("ftkit")["Requires-Python"] or ""
     plan = {
         "wheels": [w.path.name for w in wheels],

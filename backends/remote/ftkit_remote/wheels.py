@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ftkit.atomic import atomic_write_text
+from packaging.utils import canonicalize_name
+
+from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.errors import BackendError, ConfigError
 from ftkit.paths import cache_dir
 
@@ -69,11 +71,6 @@ def wheel_cache() -> Path:
     return cache_dir() / "remote-wheels"
 
 
-def normalize(name: str) -> str:
-    """PEP 503 normalized name (``FTKit_HF`` → ``ftkit-hf``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def build_wheels(names: list[str] | tuple[str, ...], cache: Path | None = None) -> list[Wheel]:
     """Wheels of the installed distributions ``names`` (built or repacked once, then cached).
 
@@ -84,8 +81,8 @@ def build_wheels(names: list[str] | tuple[str, ...], cache: Path | None = None) 
     cache = cache or wheel_cache()
     seen: dict[str, Wheel] = {}
     for name in names:
-        if normalize(name) not in seen:
-            seen[normalize(name)] = _wheel_for(_distribution(name), cache)
+        if canonicalize_name(name) not in seen:
+            seen[canonicalize_name(name)] = _wheel_for(_distribution(name), cache)
     return list(seen.values())
 
 
@@ -98,7 +95,7 @@ def requirements_of(wheels: list[Wheel]) -> list[dict[str, Any]]:
     """
     from packaging.requirements import InvalidRequirement, Requirement
 
-    shipped = {normalize(w.name) for w in wheels}
+    shipped = {canonicalize_name(w.name) for w in wheels}
     out: dict[str, dict[str, Any]] = {}
     for w in wheels:
         for line in _distribution(w.name).requires or []:
@@ -107,13 +104,13 @@ def requirements_of(wheels: list[Wheel]) -> list[dict[str, Any]]:
             except InvalidRequirement:
                 continue
             marker = str(req.marker) if req.marker else ""
-            if "extra" in marker or normalize(req.name) in shipped:
+            if "extra" in marker or canonicalize_name(req.name) in shipped:
                 continue  # optional extras are the user's business; shipped ones come as wheels
             try:
                 have: str | None = metadata.version(req.name)
             except metadata.PackageNotFoundError:
                 have = None
-            entry = out.setdefault(normalize(req.name), {"name": req.name, "specifier": "", "marker": marker,
+            entry = out.setdefault(canonicalize_name(req.name), {"name": req.name, "specifier": "", "marker": marker,
                                                          "client_version": have})  # fmt: skip
             specs = [s for s in entry["specifier"].split(",") + str(req.specifier).split(",") if s]
             entry["specifier"] = ",".join(dict.fromkeys(specs))
@@ -154,7 +151,7 @@ def _wheel_for(dist: metadata.Distribution, cache: Path) -> Wheel:
 
 def _manifest_path(dist: metadata.Distribution, root: Path, cache: Path) -> Path:
     where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return cache / f"{normalize(dist.name)}-editable-{where}.json"
+    return cache / f"{canonicalize_name(dist.name)}-editable-{where}.json"
 
 
 def _source_key(root: Path, files: list[str]) -> str:
@@ -190,7 +187,7 @@ def _from_source(dist: metadata.Distribution, root: Path, cache: Path) -> Wheel:
         files = []
     if files:
         key = _source_key(root, files)
-        hit = _cached_wheel(cache / f"{normalize(dist.name)}-{dist.version}-{key}")
+        hit = _cached_wheel(cache / f"{canonicalize_name(dist.name)}-{dist.version}-{key}")
         if hit is not None:
             return Wheel(dist.name, dist.version, hit, editable=True, cached=True)
     with tempfile.TemporaryDirectory(prefix="ftkit-wheel-") as tmp:
@@ -201,7 +198,7 @@ def _from_source(dist: metadata.Distribution, root: Path, cache: Path) -> Wheel:
         files = sorted(next((str(Path(p) / n) for p in ("", "src") if (root / p / n).is_file()), "") for n in packed)
         files = [f for f in files if f]
         key = _source_key(root, files)
-        path = _store(built, cache / f"{normalize(dist.name)}-{dist.version}-{key}")
+        path = _store(built, cache / f"{canonicalize_name(dist.name)}-{dist.version}-{key}")
     atomic_write_text(manifest, json.dumps({"root": str(root), "files": files}, indent=1))
     return Wheel(dist.name, dist.version, path, editable=True, cached=False)
 
@@ -237,17 +234,9 @@ def _pep517_build(name: str, root: Path, out: Path) -> Path:
 
 
 def _store(wheel: Path, folder: Path) -> Path:
-    """Copy ``wheel`` into ``folder`` atomically (temp file + os.replace)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Copy ``wheel`` into ``folder`` atomically."""
     final = folder / wheel.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{wheel.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        shutil.copyfile(wheel, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(final, wheel.read_bytes())  # a wheel of ftkit's is well under a megabyte
     return final
 
 
@@ -273,7 +262,7 @@ def _repack(dist: metadata.Distribution, cache: Path) -> Wheel:
         raise BackendError(f"[remote] {dist.name} {dist.version} has no RECORD (installed by a tool that does not "
                            "write one): reinstall it with pip to ship it")  # fmt: skip
     key = hashlib.sha256(record.encode()).hexdigest()[:16]
-    folder = cache / f"{normalize(dist.name)}-{dist.version}-{key}"
+    folder = cache / f"{canonicalize_name(dist.name)}-{dist.version}-{key}"
     hit = _cached_wheel(folder)
     if hit is not None:
         return Wheel(dist.name, dist.version, hit, editable=False, cached=True)
