@@ -291,7 +291,8 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = config.target_modules or default_target_modules(model_cfg.model_type)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft: alpha / r in float lora_dropout=config.lora_dropout,
+    # peft annotates lora_alpha as int but computes alpha / r in float.
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,  # type: ignore[arg-type]
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -310,7 +311,8 @@ def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_
     from peft import LoraConfig, get_peft_model
 
     targets = config.target_modules or default_target_modules(model.config.model_type)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft: alpha / r in float lora_dropout=config.lora_dropout,
+    # peft annotates lora_alpha as int but computes alpha / r in float.
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,  # type: ignore[arg-type]
                       target_modules=targets, bias="none", task_type="SEQ_CLS")
     return get_peft_model(model, lora)  # SEQ_CLS keeps the new classifier head trainable and saved
 

@@ -50,7 +50,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_train_then_classify(spam_files, tiny_llama_dir, ftkit_home):
-    job = _job(spam_files, tiny_llama_dir, max_steps=3, batch_tokens=512, merge_adapter=True)
+    job = _job(spam_files, tiny_llama_dir, max_steps=3, batch_tokens=512, merge_adapter=True, lora_alpha=24.0,
+               lora_dropout=0.1)
     t = time.time()
     job.start()
     assert time.time() - t < 10  # start() returns at once; training runs in the worker
@@ -62,6 +63,8 @@ def test_train_then_classify(spam_files, tiny_llama_dir, ftkit_home):
     assert metrics[-1].get("valid_loss") is not None
     model_dir = job.workdir / "model"
     assert (model_dir / "adapter_config.json").is_file() and (model_dir / "tokenizer_config.json").is_file()
+    adapter = json.loads((model_dir / "adapter_config.json").read_text())
+    assert (adapter["lora_alpha"], adapter["lora_dropout"]) == (24.0, 0.1)  # the options reach the adapter
     status = json.loads((job.workdir / "status.json").read_text())
     assert status["status"] == "succeeded" and status["result"]["steps"] == 3
 
