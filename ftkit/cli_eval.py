@@ -53,6 +53,20 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _show(result: Any, html: Path | None, as_json: bool) -> None:
+    """Write the HTML report when asked, then print the result as JSON or as tables."""
+    from ftkit.cli import out  # not at module level: ftkit.cli imports this module
+
+    if html is not None:
+        result.to_html(html)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        result.print(out)
+        if html is not None:
+            out.print(f"HTML report: {html}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``eval``, ``compare`` and ``estimate`` to the ``ftkit`` command."""
     from ftkit.cli import clean_errors, out
@@ -125,14 +139,7 @@ def register(app: typer.Typer) -> None:
                 for i, p in enumerate(lp.y_pred)
             ]
             write_predictions(save_predictions, rows, load_reference(data).ids)
-        if html is not None:
-            report.to_html(html)
-        if as_json:
-            _print_json(report.to_dict())
-        else:
-            report.print(out)
-            if html is not None:
-                out.print(f"HTML report: {html}")
+        _show(report, html, as_json)
 
     @app.command("compare")
     @clean_errors
@@ -159,14 +166,7 @@ def register(app: typer.Typer) -> None:
             calibrate=calibrate,
             bootstrap=bootstrap,
         )
-        if html is not None:
-            result.to_html(html)
-        if as_json:
-            _print_json(result.to_dict())
-        else:
-            result.print(out)
-            if html is not None:
-                out.print(f"HTML report: {html}")
+        _show(result, html, as_json)
 
     @app.command("estimate")
     @clean_errors
