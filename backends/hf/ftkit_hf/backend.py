@@ -262,8 +262,10 @@ class HFBackend(Backend):
     def poll(self, ctx: JobContext) -> PollResult:
         """New events since the last poll, the worker's status, and a dead worker noticed."""
         files = JobFiles(ctx.workdir)
-        events = self._read_events(ctx, files)
+        # Status first, events second: the worker appends its last events before it writes a final status,
+        # so a final status read first means the events read after it are complete (this is the last poll).
         st = files.read_status() or {"status": "starting"}
+        events = self._read_events(ctx, files)
         vendor = st.get("status", "starting")
         status = _STATUS.get(vendor)
         if status is None:

@@ -146,9 +146,11 @@ class RemoteRun(Provisioning):
             return self._final()
         try:
             async with connect(self._endpoint(), self._key) as s:
-                worker_events = await self._read_events(s)
+                # Status first, events second: the worker appends its last events before it writes a final
+                # status, so a final status read first means the events read after it are complete.
                 status = await self._read_json(s, "status.json") or {"status": "starting"}
                 exit_code = (await s.read_from(f"{self.st['remote_job']}/exit_code", 0)).strip()
+                worker_events = await self._read_events(s)
                 vendor = status.get("status", "starting")
                 if vendor in ("succeeded", "failed", "cancelled") or exit_code:
                     await self._finish(s, vendor, status, exit_code)
