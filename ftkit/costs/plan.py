@@ -95,6 +95,64 @@ def _total(row: CostRow) -> CostRow:
     return row
 
 
+def _catalogue_row(
+    backend: str,
+    target: str,
+    train: CostEstimate,
+    evaluation: CostEstimate | None,
+    installed: bool,
+    assumptions: list[str],
+    error: str | None,
+) -> CostRow:
+    """A row priced by the catalogue formulas: ``train``, plus ``evaluation`` when a test set is priced."""
+    row = CostRow(
+        backend=backend,
+        target=target,
+        train_usd=train.usd,
+        train_hours=train.hours,
+        source="catalogue",
+        installed=installed,
+        assumptions=assumptions + train.assumptions,
+        error=error,
+    )
+    return _add_evaluation(row, evaluation)
+
+
+def _add_evaluation(row: CostRow, evaluation: CostEstimate | None) -> CostRow:
+    """Add answering the test set (its assumptions already worded for the table) to ``row``; total it."""
+    if evaluation is not None:
+        row.eval_usd, row.eval_hours = evaluation.usd, evaluation.hours
+        row.assumptions += evaluation.assumptions
+    return _total(row)
+
+
+def _local_evaluation(test_tokens: int, train_tps: float, cs: CostSettings) -> CostEstimate:
+    """Scoring the test set on this machine: electricity at ``EVAL_SPEEDUP`` × the training speed."""
+    ev = estimate_local(
+        test_tokens,
+        train_tps * EVAL_SPEEDUP,
+        local_watts(cs),
+        cs.usd_per_kwh,
+        speed_source=f"{EVAL_SPEEDUP:g}× training speed: forward pass only",
+    )
+    return ev.model_copy(update={"assumptions": ["evaluation: " + a for a in ev.assumptions]})
+
+
+def _remote_evaluation(test_tokens: int | None, train_tps: float, train: CostEstimate) -> CostEstimate:
+    """Scoring the test set on the rented machine, at the training run's average hourly cost."""
+    per_hour = train.usd / train.hours if train.hours else 0.0
+    eval_tps = train_tps * EVAL_SPEEDUP
+    hours = (test_tokens or 0) / eval_tps / 3600
+    return CostEstimate(
+        usd=per_hour * hours,
+        hours=hours,
+        assumptions=[
+            f"evaluation on the same machine: {test_tokens:,} tokens at "
+            f"{eval_tps:,.0f} tokens/s (forward only) = {hours:.4f} h"
+        ],
+    )
+
+
 def estimate_all(
     data: str | Path | None = None,
     *,
@@ -224,34 +282,15 @@ def estimate_all(
                 f"{local_epochs} epochs" + ("" if epochs else " (default when the config sets none)")
             ]
             if name == "hf":
+                tps, how = local_speed(params, cs)
                 if own is None:
-                    tps, how = local_speed(params, cs)
                     est = estimate_local(tokens, tps, local_watts(cs), cs.usd_per_kwh, speed_source=how)
-                    row = CostRow(
-                        backend=name,
-                        target=f"{model} on local {cs.local_device}",
-                        train_usd=est.usd,
-                        train_hours=est.hours,
-                        source="catalogue",
-                        installed=name in installed,
-                        assumptions=base + est.assumptions,
-                        error=error,
-                    )
-                    rows.append(row)
-                else:
-                    row = rows[-1]
-                    tps, how = local_speed(params, cs)
-                if n_test and row.train_hours is not None:
-                    ev = estimate_local(
-                        test_tokens or 0,
-                        tps * EVAL_SPEEDUP,
-                        local_watts(cs),
-                        cs.usd_per_kwh,
-                        speed_source=f"{EVAL_SPEEDUP:g}× training speed: forward pass only",
-                    )
-                    row.eval_usd, row.eval_hours = ev.usd, ev.hours
-                    row.assumptions += ["evaluation: " + a for a in ev.assumptions]
-                _total(row)
+                    evaluation = _local_evaluation(test_tokens or 0, tps, cs) if n_test else None
+                    target = f"{model} on local {cs.local_device}"
+                    rows.append(_catalogue_row(name, target, est, evaluation, name in installed, base, error))
+                elif n_test and rows[-1].train_hours is not None:
+                    # The backend's own row: its training figures, evaluation at the catalogue's local speed.
+                    _add_evaluation(rows[-1], _local_evaluation(test_tokens or 0, tps, cs))
             else:
                 for gpu in cs.gpus:
                     for rate in gpu_rates(gpu):
@@ -268,25 +307,9 @@ def estimate_all(
                             price=cs.price,
                             speed_source=how,
                         )
-                        row = CostRow(
-                            backend=name,
-                            target=f"{model} on {rate.gpu} at {rate.provider}",
-                            train_usd=est.usd,
-                            train_hours=est.hours,
-                            source="catalogue",
-                            installed=name in installed,
-                            assumptions=base + est.assumptions,
-                            error=error,
-                        )
-                        if n_test:
-                            per_hour = (est.usd - 0.0) / est.hours if est.hours else 0.0
-                            ev_hours = (test_tokens or 0) / (tps * EVAL_SPEEDUP) / 3600
-                            row.eval_hours, row.eval_usd = ev_hours, per_hour * ev_hours
-                            row.assumptions.append(
-                                f"evaluation on the same machine: {test_tokens:,} tokens at "
-                                f"{tps * EVAL_SPEEDUP:,.0f} tokens/s (forward only) = {ev_hours:.4f} h"
-                            )
-                        rows.append(_total(row))
+                        evaluation = _remote_evaluation(test_tokens, tps, est) if n_test else None
+                        target = f"{model} on {rate.gpu} at {rate.provider}"
+                        rows.append(_catalogue_row(name, target, est, evaluation, name in installed, base, error))
         elif own is None:
             rows.append(
                 CostRow(
