@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from ftkit_hf.engine.attention import packed_lengths
 from ftkit_hf.engine.batching import collate_packed, collate_padded
-from ftkit_hf.engine.loss import Levers, LossComputer, head_cross_entropy
+from ftkit_hf.engine.head_loss import head_cross_entropy
+from ftkit_hf.engine.loss import Levers, LossComputer
 from ftkit_hf.engine.testing import synthetic_examples, tiny_lora_model
 
 
@@ -109,21 +110,39 @@ def test_label_only_logits_equal_full_logits(packing):
     assert_grads_close(grads_a, grads_b)
 
 
-def test_chunked_head_cross_entropy_equals_one_shot():
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("frozen_head", [False, True])
+def test_fused_head_cross_entropy_matches_autograd_reference(with_bias: bool, frozen_head: bool):
     torch.manual_seed(0)
     hidden = torch.randn(37, 16, requires_grad=True)
-    weight = torch.randn(50, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=not frozen_head)
+    bias = torch.randn(50, requires_grad=not frozen_head) if with_bias else None
     targets = torch.randint(0, 50, (37,))
     targets[::5] = -100
-    one = head_cross_entropy(hidden, weight, None, targets)
-    g_one = torch.autograd.grad(one, (hidden, weight))
-    chunked = head_cross_entropy(hidden, weight, None, targets, chunk_logits=50 * 8)  # 5 chunks of 8 rows
-    g_chunked = torch.autograd.grad(chunked, (hidden, weight))
-    torch.testing.assert_close(one, chunked)
-    for a, b in zip(g_one, g_chunked, strict=True):
-        torch.testing.assert_close(a, b)
-    ref = F.cross_entropy(hidden @ weight.T, targets, ignore_index=-100, reduction="sum")
-    torch.testing.assert_close(one, ref)
+    params = [t for t in (hidden, weight, bias) if t is not None and t.requires_grad]
+    ref = F.cross_entropy(F.linear(hidden, weight, bias), targets, ignore_index=-100, reduction="sum")
+    g_ref = torch.autograd.grad(ref * 0.5, params)  # a non-unit upstream gradient reaches every input
+    for chunk_logits in (10_000, 50 * 8):  # one chunk; 5 chunks of 8 rows
+        ours = head_cross_entropy(hidden, weight, bias, targets, chunk_logits=chunk_logits)
+        torch.testing.assert_close(ours, ref)
+        for a, b in zip(torch.autograd.grad(ours * 0.5, params), g_ref, strict=True):
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():  # validation: no gradient work, same number
+        torch.testing.assert_close(head_cross_entropy(hidden, weight, bias, targets, chunk_logits=400), ref.detach())
+
+
+def test_fused_head_cross_entropy_under_bf16_autocast_follows_the_bf16_reference():
+    torch.manual_seed(1)
+    hidden = torch.randn(64, 32, requires_grad=True)
+    weight = torch.randn(300, 32) * 0.2
+    targets = torch.randint(0, 300, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
+        ours = head_cross_entropy(hidden, weight, None, targets, chunk_logits=300 * 16)
+    (g_ref,) = torch.autograd.grad(ref, hidden)
+    (g_ours,) = torch.autograd.grad(ours, hidden)
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(g_ours, g_ref, rtol=2e-2, atol=2e-3)
 
 
 def test_unknown_architecture_takes_the_generic_route_and_matches_reference():

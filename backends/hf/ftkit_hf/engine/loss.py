@@ -3,8 +3,8 @@
 A causal LM head multiplies every hidden state by the whole vocabulary (49k-152k columns), and the usual
 recipe does so for every position, then throws most of it away because prompt tokens carry label -100.
 For a known decoder architecture (Llama, Qwen2/3, Mistral) the engine instead runs the decoder stack to get
-hidden states, picks the positions that have a target, and applies the LM head there only, in chunks with
-recomputation when the logits would be large (a long answer over a 152k vocabulary). Unknown architectures
+hidden states, picks the positions that have a target, and applies the LM head there only, chunk by chunk with
+the gradient taken in the forward pass (:mod:`.head_loss`), so no logits outlive their chunk. Unknown architectures
 fall back to ``model(...).logits`` on padded batches: slower, but correct for anything that is a causal LM.
 
 The loss of a step is the mean cross-entropy over all target positions of the step, in fp32 whatever the
@@ -18,18 +18,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from .attention import packed_lengths, varlen_attention
 from .batching import Batch
+from .head_loss import head_cross_entropy
 from .settings import IGNORE_INDEX
 
 # Architectures whose `.model` returns the final (normed) hidden states that `lm_head` maps to logits
 # with nothing in between (no logit soft-capping or scaling).
 KNOWN_DECODERS = frozenset({"llama", "qwen2", "qwen3", "mistral"})
-# Above this many logits per chunk (~128 MiB in fp32) the head is applied chunk by chunk and recomputed in
-# the backward pass instead of keeping every chunk's logits alive.
-CHUNK_LOGITS = 1 << 25
 
 
 @dataclass
@@ -139,41 +136,3 @@ class LossComputer:
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1),
                                 ignore_index=IGNORE_INDEX, reduction="sum")
         return total / max(1, batch.label_tokens)
-
-
-def _chunk_ce(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-              targets: torch.Tensor) -> torch.Tensor:
-    logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       targets: torch.Tensor, chunk_logits: int = CHUNK_LOGITS) -> torch.Tensor:
-    """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` against ``targets``, logits in fp32.
-
-    When ``rows x vocab`` exceeds ``chunk_logits`` the rows are processed in chunks whose logits are
-    recomputed during the backward pass, so peak memory holds one chunk of logits, not all of them.
-
-    Args:
-        hidden: ``[N, H]`` hidden states.
-        weight: ``[V, H]`` LM head weight.
-        bias: ``[V]`` or None.
-        targets: ``[N]`` target ids (-100 ignored).
-        chunk_logits: most logits materialised at once.
-    """
-    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else None
-    if dtype is not None and weight.dtype != dtype and not weight.requires_grad:
-        # Cast the (frozen, often tied) head once per step instead of once per chunk.
-        weight = weight.to(dtype)
-    rows = hidden.shape[0]
-    if rows == 0:
-        return hidden.sum() * 0.0
-    vocab = weight.shape[0]
-    if rows * vocab <= chunk_logits:
-        return _chunk_ce(hidden, weight, bias, targets)
-    step = max(1, chunk_logits // vocab)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, rows, step):
-        total = total + checkpoint(_chunk_ce, hidden[start:start + step], weight, bias, targets[start:start + step],
-                                   use_reentrant=False)
-    return total
