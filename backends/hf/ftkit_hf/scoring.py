@@ -44,10 +44,29 @@ def pack(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
+def chunks(rows: list[list[int]], sizes: list[int], batch_tokens: int) -> list[list[list[int]]]:
+    """Consecutive rows grouped so that rows x (the widest row of the group) stays within ``batch_tokens``.
+
+    Each group is one forward pass padded to its widest row, so a long item that fills a row on its own
+    only widens the group it is in, not every group.
+    """
+    groups: list[list[list[int]]] = []
+    width = 0
+    for row in sorted(rows, key=lambda r: -sum(sizes[i] for i in r)):
+        used = sum(sizes[i] for i in row)
+        if groups and (len(groups[-1]) + 1) * max(width, used) <= batch_tokens:
+            groups[-1].append(row)
+            width = max(width, used)
+        else:
+            groups.append([row])
+            width = used
+    return groups
+
+
 class LabelScorer:
     """Scores label answers after prompts under a causal LM (a transformers ``*ForCausalLM``, PEFT or not)."""
 
-    def __init__(self, model: Any, pad_id: int, device: str, row_tokens: int = 512, batch_tokens: int = 8192) -> None:
+    def __init__(self, model: Any, pad_id: int, device: str, row_tokens: int = 256, batch_tokens: int = 8192) -> None:
         self.model = model
         self.pad_id = pad_id
         self.device = device
@@ -73,15 +92,11 @@ class LabelScorer:
             shared = 0
         rest = [p[shared:] for p in prompts]
         total = sum(len(a) for a in answers)
-        rows = pack([len(p) + total for p in rest], self.row_tokens)
+        sizes = [len(p) + total for p in rest]
         out = torch.zeros(len(prompts), len(answers))
-        width = max(self.row_tokens, max(len(p) + total for p in rest))
-        per_batch = max(1, self.batch_tokens // width)
-        for start in range(0, len(rows), per_batch):
-            chunk = rows[start : start + per_batch]
+        for chunk in chunks(pack(sizes, self.row_tokens), sizes, self.batch_tokens):
             scores = self._forward([[rest[i] for i in row] for row in chunk], answers, prefix, shared)
-            flat = [i for row in chunk for i in row]
-            out[flat] = scores
+            out[[i for row in chunk for i in row]] = scores
         return out
 
     def _forward(

@@ -93,3 +93,17 @@ def test_packing_layout_does_not_change_scores(predictor: HFPredictor):
         no_prefix = LabelScorer(predictor.model, 2, "cpu").score(prompts, answers, reuse_prefix=False)
     assert torch.allclose(one_row, many_rows, atol=1e-4)
     assert torch.allclose(one_row, no_prefix, atol=1e-4)
+
+
+def test_chunks_group_rows_by_width():
+    from ftkit_hf.scoring import chunks
+
+    sizes = [300, 40, 40, 40, 40, 30, 30, 20]
+    rows = [[0], [1, 2], [3, 4], [5, 6, 7]]
+    groups = chunks(rows, sizes, batch_tokens=400)
+    assert sorted(sorted(r) for g in groups for r in g) == sorted(sorted(r) for r in rows)
+    # The 300-token row is a group of its own; the 80-token rows share groups within the budget.
+    assert groups[0] == [[0]]
+    for g in groups[1:]:
+        assert len(g) * max(sum(sizes[i] for i in r) for r in g) <= 400
+    assert len(groups) == 2
