@@ -266,6 +266,11 @@ class HFBackend(Backend):
         # so a final status read first means the events read after it are complete (this is the last poll).
         st = files.read_status() or {"status": "starting"}
         events = self._read_events(ctx, files)
+        if st.get("status") not in TERMINAL and not self._alive(ctx):
+            # The worker may have written its final status and exited since the first read: read again
+            # before calling it dead (then the events read after this status are complete again).
+            st = files.read_status() or st
+            events += self._read_events(ctx, files)
         vendor = st.get("status", "starting")
         status = _STATUS.get(vendor)
         if status is None:

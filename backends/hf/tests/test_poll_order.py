@@ -11,6 +11,8 @@ poll, whichever order they come in, without a worker process: the "worker" write
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,29 @@ def test_a_torn_last_line_is_delivered_by_the_next_poll(tmp_path: Path) -> None:
     second = backend.poll(ctx)
     assert [e.message for e in first.events] == ["worker started"]
     assert [(e.key, e.message) for e in second.events] == [("line-2", "half a line")]
+
+
+def test_a_worker_that_finishes_and_exits_mid_poll_is_not_called_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes its final status and exits after the poll read "running": the poll must not
+    conclude from the dead process that the job died (that poll is the last one: it would stick)."""
+    ctx, files = _job(tmp_path)
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    ctx.state.update(pid=worker.pid, pid_started=_create_time(worker.pid))
+
+    def worker_finishes_and_exits() -> None:
+        files.append_event("message", "training done")
+        files.write_status("succeeded", error=None)
+        assert worker.stdin is not None
+        worker.stdin.close()
+        worker.wait(timeout=30)
+
+    files.write_status("running", error=None)
+    files.append_event("message", "worker started")
+    gate = _finish_between_reads(monkeypatch, worker_finishes_and_exits)
+    gate["armed"] = True
+    result = HFBackend().poll(ctx)
+    assert gate["fired"]
+    assert result.status is JobStatus.SUCCEEDED, result.error
+    assert [e.message for e in result.events] == ["worker started", "training done"]

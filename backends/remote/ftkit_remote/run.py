@@ -180,6 +180,11 @@ class RemoteRun(Provisioning):
         job = self.st["remote_job"]
         workdir = self.ctx.workdir
         if vendor not in ("succeeded", "failed", "cancelled"):
+            # The worker may have written its final status and exited after the status was read: read it again
+            # before calling the exit unexplained (the exit code is written only after the worker is gone).
+            status = await self._read_json(s, "status.json") or status
+            vendor = status.get("status", vendor)
+        if vendor not in ("succeeded", "failed", "cancelled"):
             log = (await s.read_from(f"{job}/worker.log", 0))[-2000:].decode("utf-8", "replace")
             why = f"the worker exited ({exit_code.decode()}) without a status. Log tail:\n{log}"
             vendor, status = "failed", {"error": why}
