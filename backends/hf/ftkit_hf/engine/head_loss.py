@@ -32,10 +32,8 @@ def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
-def _chunk_loss(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed loss of one chunk and its gradient w.r.t. the chunk's (fp32) logits."""
-    logits = F.linear(h, w, b).float()
+def _loss_and_grad_(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The summed loss of one chunk of fp32 ``logits``, which become its gradient (in place)."""
     valid = t != IGNORE_INDEX
     safe = t.clamp(min=0)
     picked = logits.gather(1, safe[:, None]).squeeze(1)
@@ -46,13 +44,12 @@ def _chunk_loss(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     total = grad.sum(dim=-1, keepdim=True)
     grad.div_(total)
     lse = (top + total.log()).squeeze(1)
-    loss = torch.where(valid, lse - picked, 0.0).sum()
     # The gradient of the summed loss w.r.t. the logits: softmax minus one-hot, zero on ignored rows.
     rows = valid.nonzero().squeeze(1)
     grad[rows, safe[rows]] -= 1.0
     if rows.numel() < t.numel():
         grad[~valid] = 0.0
-    return grad, loss
+    return torch.where(valid, lse - picked, 0.0).sum()
 
 
 class _FusedHeadCrossEntropy(torch.autograd.Function):
@@ -69,14 +66,23 @@ class _FusedHeadCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_b and bias is not None \
             else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        # Two buffers serve every chunk: fresh tensors of this size are fresh pages from the OS each time,
+        # and faulting them in cost as much as the casts themselves (measured on CPU).
+        rows = min(chunk_rows, hidden.shape[0])
+        low = torch.empty(rows, weight.shape[0], dtype=dtype, device=hidden.device)
+        fp32 = low if dtype == torch.float32 else torch.empty(low.shape, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], chunk_rows):
                 h = h_all[start:start + chunk_rows]
-                grad, loss = _chunk_loss(h, w, b, targets[start:start + chunk_rows])
-                total += loss
-                g = grad.to(dtype)
+                n = h.shape[0]
+                logits = torch.mm(h, w.t(), out=low[:n])
+                if b is not None:
+                    logits += b
+                grad = fp32[:n].copy_(logits) if fp32 is not low else logits
+                total += _loss_and_grad_(grad, targets[start:start + chunk_rows])
+                g = low[:n].copy_(grad) if fp32 is not low else grad
                 if grad_h is not None:
-                    grad_h[start:start + chunk_rows] = (g @ w).to(grad_h.dtype)
+                    grad_h[start:start + n] = g @ w
                 if grad_w is not None:
                     grad_w += (g.t() @ h).float()
                 if grad_b is not None:
