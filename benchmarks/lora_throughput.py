@@ -321,6 +321,7 @@ def lever_variants() -> dict[str, dict[str, Any]]:
         "full logits instead of label-only": {"levers": Levers(label_only_logits=False)},
         "padded length-grouped batches instead of packing": {"levers": Levers(packing=False)},
         "frozen weights kept fp32 (recast by autocast)": {"levers": Levers(bf16_frozen_weights=False)},
+        "PEFT's LoRA forward instead of fused": {"levers": Levers(fused_lora=False)},
         "+ compiled decoder layers (after warm-up)": {"levers": Levers(compile=True)},
     }
 
@@ -335,6 +336,7 @@ def run_levers(b: Bench, repeats: int, n_examples: int) -> list[dict[str, Any]]:
     from ftkit_hf.engine import Levers, TokenizedExample
     from ftkit_hf.engine.batching import collate_packed, collate_padded
     from ftkit_hf.engine.device import apply_plan, plan_device
+    from ftkit_hf.engine.lora_forward import fused_lora_forward
     from ftkit_hf.engine.loss import LossComputer
     from ftkit_hf.engine.precision import autocast, frozen_weights_in
     from peft import get_peft_model
@@ -352,6 +354,7 @@ def run_levers(b: Bench, repeats: int, n_examples: int) -> list[dict[str, Any]]:
         "full logits instead of label-only": (Levers(label_only_logits=False), bf16),
         "padded length-grouped batch instead of packing": (Levers(packing=False), bf16),
         "frozen weights kept fp32 (recast by autocast)": (Levers(bf16_frozen_weights=False), bf16),
+        "PEFT's LoRA forward instead of fused": (Levers(fused_lora=False), bf16),
         # The one lever that is off for short runs: its warm-up (round 0, dropped) is the compile.
         "+ compiled decoder layers (after warm-up)": (Levers(compile=True), bf16),
     }
@@ -363,7 +366,7 @@ def run_levers(b: Bench, repeats: int, n_examples: int) -> list[dict[str, Any]]:
             computer = LossComputer(model, levers)
             batch = (collate_packed(examples) if computer.packed else collate_padded(examples)).to(b.device)
             storage = dtype if levers.bf16_frozen_weights else None
-            with computer.context(), frozen_weights_in(model, storage):
+            with computer.context(), frozen_weights_in(model, storage), fused_lora_forward(model, levers.fused_lora):
                 wall, cpu = time.perf_counter(), sum(proc.cpu_times()[:2])
                 with autocast(b.device, dtype):
                     loss = computer(batch)

@@ -27,6 +27,7 @@ from .checkpoint import (
 )
 from .device import DevicePlan, apply_plan, plan_device
 from .distributed import Group, current, split_step
+from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
 from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
@@ -276,7 +277,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     last_checkpoint_step = pos.step if resume_from is not None else -1
     model.train()
     bf16_storage = plan.autocast_dtype if levers.bf16_frozen_weights else None
-    with run.loss_fn.context(), frozen_weights_in(model, bf16_storage):
+    with run.loss_fn.context(), frozen_weights_in(model, bf16_storage), fused_lora_forward(model, levers.fused_lora):
         while pos.step < total_steps and pos.epoch < len(plans):
             steps_of_epoch = plans[pos.epoch]
             if pos.batch_index >= len(steps_of_epoch):

@@ -39,6 +39,8 @@ class Levers:
         bf16_frozen_weights: under bf16, store the frozen base weights (linear, embedding, norm) in bf16
             during training: autocast no longer recasts them on every pass and the hidden states flow in
             bf16 between layers, as with a bf16-loaded model on a GPU. Restored afterwards.
+        fused_lora: LoRA layers scale on the rank side and add inside the B matmul (:mod:`.lora_forward`)
+            instead of PEFT's full-size multiply and add.
         compile: ``torch.compile`` each decoder layer (dynamic shapes, attention left eager). It fuses the
             norms, rotary embeddings, activations and LoRA additions; it pays only once the warm-up (about a
             minute on 2 cores, seconds with a warm inductor cache) is amortised. Off: measured on an idle
@@ -49,6 +51,7 @@ class Levers:
     packing: bool = True
     label_only_logits: bool = True
     bf16_frozen_weights: bool = True
+    fused_lora: bool = True
     compile: bool = False
 
 
