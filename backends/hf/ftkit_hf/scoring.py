@@ -7,6 +7,9 @@ shared prefix and its own item's earlier prompt tokens, and an answer token addi
 answer's earlier tokens (never another answer, never another item). Position ids restart per item
 and per answer, so each answer is scored exactly as if it followed the prompt alone. The LM head
 runs only on the positions that predict an answer token.
+
+Rows are short (256 tokens) because the mask makes attention dense within a row: on SMS-length texts,
+256-token rows scored 128 texts 1.2-1.45x faster than 512-token rows (192-256 measured best).
 """
 
 from __future__ import annotations

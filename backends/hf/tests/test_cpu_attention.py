@@ -75,3 +75,22 @@ def test_packed_bf16_training_loss_and_grads_match_the_sdpa_route(monkeypatch: p
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=0.1, atol=2e-3, msg=name)
+
+
+def test_a_layer_keeps_at_most_its_budget_of_probabilities(monkeypatch: pytest.MonkeyPatch):
+    from ftkit_hf.engine.attention import packed_lengths, varlen_attention_forward
+
+    taken: list[int] = []
+    route = cpu_attention.causal_attention
+    monkeypatch.setattr(cpu_attention, "causal_attention", lambda q, *a: taken.append(q.shape[2]) or route(q, *a))
+    lengths = [10, 20, 30, 40]
+    q, k, v = _qkv(sum(lengths), 6, 2, torch.bfloat16)
+    per_token_sq = 6 * 2  # heads x bytes per bf16 probability
+    monkeypatch.setattr(cpu_attention, "LAYER_BUDGET_BYTES", per_token_sq * (10**2 + 20**2 + 30**2))
+    with packed_lengths(lengths):
+        out, _ = varlen_attention_forward(torch.nn.Module(), q, k, v, None, scaling=0.25)
+    assert taken == [10, 20, 30]  # the 40-token example would exceed the budget: SDPA
+    ref = torch.cat([F.scaled_dot_product_attention(a, b, c, is_causal=True, scale=0.25, enable_gqa=True)
+                     for a, b, c in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)],
+                    dim=2).transpose(1, 2)
+    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)

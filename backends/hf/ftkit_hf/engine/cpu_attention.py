@@ -9,8 +9,10 @@ is added, the softmax runs in fp32, and the backward pass is written out from th
 Measured on a 2-core AVX512-BF16 CPU (9 query heads, 3 key/value heads, head dim 64), forward + backward:
 about 2x faster than ``scaled_dot_product_attention`` from 64 to 448 tokens, 1.4x at 512; no faster in
 fp32, so only bf16/fp16 take this route (see :func:`use_for`). The price is memory: the probabilities are
-kept for the backward pass (``heads x n x n`` bf16 per layer), which is why sequences longer than
-:data:`MAX_TOKENS` go to the flash kernel.
+kept for the backward pass (``heads x n x n`` bf16 per example and layer), which is why sequences longer
+than :data:`MAX_TOKENS` go to the flash kernel, and why one layer's examples take this route only until
+their probabilities fill :data:`LAYER_BUDGET_BYTES` (so a large ``batch_tokens`` cannot make it grow
+without bound: at most ~1.4 GiB for a 30-layer model).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 import torch
 
 MAX_TOKENS = 512
+# Probabilities kept for the backward pass per decoder layer and step; a default 4,096-token step of
+# ~300-token examples needs ~21 MiB with SmolLM2's 9 heads.
+LAYER_BUDGET_BYTES = 48 << 20
 _bias_cache: dict[tuple[int, str], torch.Tensor] = {}
 
 
@@ -27,6 +32,11 @@ def use_for(query: torch.Tensor, length: int, dropout: float) -> bool:
     """Whether this route is the faster one for a sequence of ``length`` tokens."""
     return (query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and dropout == 0.0
             and length <= MAX_TOKENS)
+
+
+def saved_bytes(query: torch.Tensor) -> int:
+    """Bytes of probabilities this route keeps for the backward pass of ``query`` ``[1, H, n, D]``."""
+    return query.shape[1] * query.shape[2] ** 2 * query.element_size()
 
 
 def _causal_bias(n: int, device: torch.device) -> torch.Tensor:
