@@ -46,10 +46,10 @@ def test_bf16_stays_within_bf16_rounding_of_the_fp32_result():
 
 def test_only_short_bf16_sequences_without_dropout_take_the_route():
     q16 = torch.zeros(1, 2, 4, 8, dtype=torch.bfloat16)
-    assert cpu_attention.use_for(q16, 4, 0.0)
-    assert not cpu_attention.use_for(q16, cpu_attention.MAX_TOKENS + 1, 0.0)
-    assert not cpu_attention.use_for(q16, 4, 0.1)
-    assert not cpu_attention.use_for(q16.float(), 4, 0.0)
+    assert cpu_attention.use_for(q16, 0.0)
+    assert not cpu_attention.use_for(torch.zeros(1, 2, cpu_attention.MAX_TOKENS + 1, 8, dtype=torch.bfloat16), 0.0)
+    assert not cpu_attention.use_for(q16, 0.1)
+    assert not cpu_attention.use_for(q16.float(), 0.0)
 
 
 def test_packed_bf16_training_loss_and_grads_match_the_sdpa_route(monkeypatch: pytest.MonkeyPatch):

@@ -85,8 +85,9 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     budget = cpu_attention.LAYER_BUDGET_BYTES
     for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2),
                        strict=True):
-        if cpu_attention.use_for(q, q.shape[2], dropout) and cpu_attention.saved_bytes(q) <= budget:
-            budget -= cpu_attention.saved_bytes(q)
+        kept = cpu_attention.saved_bytes(q)
+        if cpu_attention.use_for(q, dropout) and kept <= budget:
+            budget -= kept
             outs.append(cpu_attention.causal_attention(q, k, v, scaling))
         else:
             outs.append(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, dropout_p=dropout,

@@ -25,13 +25,13 @@ MAX_TOKENS = 512
 # Probabilities kept for the backward pass per decoder layer and step; a default 4,096-token step of
 # ~300-token examples needs ~21 MiB with SmolLM2's 9 heads.
 LAYER_BUDGET_BYTES = 48 << 20
-_bias_cache: dict[tuple[int, str], torch.Tensor] = {}
+_bias_cache: dict[str, torch.Tensor] = {}  # per device: one mask, sliced for every shorter sequence
 
 
-def use_for(query: torch.Tensor, length: int, dropout: float) -> bool:
-    """Whether this route is the faster one for a sequence of ``length`` tokens."""
+def use_for(query: torch.Tensor, dropout: float) -> bool:
+    """Whether this route is the faster one for ``query`` ``[1, H, n, D]``."""
     return (query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and dropout == 0.0
-            and length <= MAX_TOKENS)
+            and query.shape[2] <= MAX_TOKENS)
 
 
 def saved_bytes(query: torch.Tensor) -> int:
@@ -40,11 +40,12 @@ def saved_bytes(query: torch.Tensor) -> int:
 
 
 def _causal_bias(n: int, device: torch.device) -> torch.Tensor:
-    key = (n, str(device))
-    bias = _bias_cache.get(key)
-    if bias is None:
-        bias = _bias_cache[key] = torch.full((n, n), float("-inf"), device=device).triu(1)
-    return bias
+    """``[n, n]``: 0 on and below the diagonal, -inf above; the top-left corner of one cached mask."""
+    bias = _bias_cache.get(str(device))
+    if bias is None or bias.shape[0] < n:
+        size = max(n, MAX_TOKENS)
+        bias = _bias_cache[str(device)] = torch.full((size, size), float("-inf"), device=device).triu(1)
+    return bias[:n, :n]
 
 
 class _CausalAttention(torch.autograd.Function):
