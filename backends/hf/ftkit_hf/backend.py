@@ -266,7 +266,8 @@ class HFBackend(Backend):
         # so a final status read first means the events read after it are complete (this is the last poll).
         st = files.read_status() or {"status": "starting"}
         events = self._read_events(ctx, files)
-        if st.get("status") not in TERMINAL and not self._alive(ctx):
+        alive = st.get("status") in TERMINAL or self._alive(ctx)
+        if not alive:
             # The worker may have written its final status and exited since the first read: read again
             # before calling it dead (then the events read after this status are complete again).
             st = files.read_status() or st
@@ -277,7 +278,7 @@ class HFBackend(Backend):
             return PollResult(status=JobStatus.FAILED, backend_status=vendor, events=events,
                               error=f"unknown worker status {vendor!r}")
         error = st.get("error")
-        if vendor not in TERMINAL and not self._alive(ctx):
+        if vendor not in TERMINAL and not alive:
             step = files.latest_checkpoint_step()
             hint = (f"; a checkpoint at step {step} exists: resume the job to continue from it" if step
                     else "; no checkpoint was written")

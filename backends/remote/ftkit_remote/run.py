@@ -32,7 +32,7 @@ from ftkit_remote.providers import (
     Offer,
 )
 from ftkit_remote.provision import Provisioning, Unusable
-from ftkit_remote.runbase import DEAD_STATES, WORKER_STATUS
+from ftkit_remote.runbase import DEAD_STATES, WORKER_FINAL, WORKER_STATUS
 from ftkit_remote.shipping import stage_wheels
 from ftkit_remote.ssh import HostKeyChanged, SshError, SshSession, connect
 
@@ -152,7 +152,7 @@ class RemoteRun(Provisioning):
                 exit_code = (await s.read_from(f"{self.st['remote_job']}/exit_code", 0)).strip()
                 worker_events = await self._read_events(s)
                 vendor = status.get("status", "starting")
-                if vendor in ("succeeded", "failed", "cancelled") or exit_code:
+                if vendor in WORKER_FINAL or exit_code:
                     await self._finish(s, vendor, status, exit_code)
         except HostKeyChanged:
             raise  # never talk to a machine that changed its key; cancel (or the deadline) destroys it
@@ -179,12 +179,12 @@ class RemoteRun(Provisioning):
     async def _finish(self, s: SshSession, vendor: str, status: dict[str, Any], exit_code: bytes) -> None:
         job = self.st["remote_job"]
         workdir = self.ctx.workdir
-        if vendor not in ("succeeded", "failed", "cancelled"):
+        if vendor not in WORKER_FINAL:
             # The worker may have written its final status and exited after the status was read: read it again
             # before calling the exit unexplained (the exit code is written only after the worker is gone).
             status = await self._read_json(s, "status.json") or status
             vendor = status.get("status", vendor)
-        if vendor not in ("succeeded", "failed", "cancelled"):
+        if vendor not in WORKER_FINAL:
             log = (await s.read_from(f"{job}/worker.log", 0))[-2000:].decode("utf-8", "replace")
             why = f"the worker exited ({exit_code.decode()}) without a status. Log tail:\n{log}"
             vendor, status = "failed", {"error": why}

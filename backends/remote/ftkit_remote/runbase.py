@@ -32,6 +32,7 @@ WORKER_STATUS = {
     "failed": JobStatus.FAILED,
     "cancelled": JobStatus.CANCELLED,
 }
+WORKER_FINAL = frozenset(name for name, status in WORKER_STATUS.items() if status.is_terminal)
 DEAD_STATES = (InstanceState.FAILED, InstanceState.STOPPED, InstanceState.TERMINATING, InstanceState.TERMINATED)
 DEFAULT_WORKER = ["python", "-m", "ftkit_hf.worker", "run", "."]
 
