@@ -85,7 +85,8 @@ def main() -> None:
     def score(predictor: HFPredictor, reuse: bool = True) -> list[str]:
         predictor.reuse_prefix = reuse
         res = predictor.classify(texts, labels=labels)
-        probs.setdefault(predictor.precision if reuse else "no_prefix", [r.probabilities for r in res])
+        if reuse:  # the first run of each precision, for the bf16-vs-fp32 comparison
+            probs.setdefault(predictor.precision, [r.probabilities for r in res])
         return [r.label for r in res]
 
     def ftkit_generate(k: int) -> list[str]:

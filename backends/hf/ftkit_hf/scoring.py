@@ -55,8 +55,7 @@ def chunks(rows: list[list[int]], sizes: list[int], batch_tokens: int) -> list[l
     """
     groups: list[list[list[int]]] = []
     width = 0
-    for row in sorted(rows, key=lambda r: -sum(sizes[i] for i in r)):
-        used = sum(sizes[i] for i in row)
+    for used, row in sorted(((sum(sizes[i] for i in r), r) for r in rows), key=lambda wr: -wr[0]):
         if groups and (len(groups[-1]) + 1) * max(width, used) <= batch_tokens:
             groups[-1].append(row)
             width = max(width, used)
