@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .attention import packed_lengths, varlen_attention
 from .batching import Batch
-from .head_loss import head_cross_entropy
+from .head_loss import Scratch, head_cross_entropy
 from .settings import IGNORE_INDEX
 
 # Architectures whose `.model` returns the final (normed) hidden states that `lm_head` maps to logits
@@ -81,6 +81,7 @@ class LossComputer:
         layers = getattr(decoder, "layers", None)
         self.layers = list(layers) if self.known and isinstance(layers, torch.nn.ModuleList) else []
         self.compile = bool(levers.compile and self.layers)
+        self.scratch = Scratch()  # the head's logits buffers, reused by every step
 
     def _compile_layers(self) -> None:
         # Each decoder layer is compiled on its own, with dynamic shapes: the layers share one graph (the
@@ -131,7 +132,7 @@ class LossComputer:
         if self.label_only:
             keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
             hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
-        total = head_cross_entropy(hidden, self.head.weight, self.head.bias, targets)
+        total = head_cross_entropy(hidden, self.head.weight, self.head.bias, targets, scratch=self.scratch)
         return total / max(1, batch.label_tokens)
 
     def _generic(self, batch: Batch) -> torch.Tensor:
