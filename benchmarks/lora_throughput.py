@@ -271,6 +271,8 @@ def run_trl(b: Bench, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 RECIPES = {
     "ftkit": run_ftkit,
+    # ftkit with each step in one forward/backward pass (the default on a CPU: passes of ~2,048 tokens).
+    "ftkit_one_pass": lambda b, rows: run_ftkit(b, rows, pass_tokens=1 << 30),
     "hf_pad_max": lambda b, rows: run_hf(b, rows, b.max_len),
     "hf_dynamic": lambda b, rows: run_hf(b, rows, None),
     "trl_packed": run_trl,

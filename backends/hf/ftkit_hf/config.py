@@ -40,6 +40,11 @@ class HFConfig(BackendConfig):
     )
     batch_tokens: int = Field(default=4096, ge=64, description="Real-token budget of one optimizer step.")
     max_batch_examples: int = Field(default=64, ge=1, description="At most this many examples per step.")
+    pass_tokens: int | None = Field(
+        default=None, ge=64,
+        description="Tokens per forward/backward pass; a step's passes add their gradients (the same step, "
+                    "less memory). None: 2048 on a CPU, the whole step on a GPU.",
+    )
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Fraction of steps warming up the LR.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")

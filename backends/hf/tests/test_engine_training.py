@@ -51,6 +51,32 @@ def test_resume_after_stop_equals_an_uninterrupted_run(tmp_path: Path):
     assert again.steps == full.steps
 
 
+def test_a_step_in_several_passes_is_the_same_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ftkit_hf.engine.loss import LossComputer
+
+    passes: list[int] = []
+    call = LossComputer.__call__
+    monkeypatch.setattr(LossComputer, "__call__", lambda self, batch: passes.append(batch.real_tokens)
+                        or call(self, batch))
+    data = synthetic_examples(24, seed=1)
+    runs = []
+    for pass_tokens in (None, 70):  # the whole 200-token step in one pass on a CPU; passes of ~70 tokens
+        model = tiny_lora_model()
+        events: list[dict] = []
+        passes.clear()
+        result = train(model, data, None, settings(pass_tokens=pass_tokens), checkpoint_dir=tmp_path / str(pass_tokens),
+                       on_event=events.append)
+        losses = [e["train_loss"] for e in events if e["kind"] == "metrics"]
+        runs.append((result, losses, trainable(model), list(passes)))
+    (one, losses_one, weights_one, passes_one), (split, losses_split, weights_split, passes_split) = runs
+    assert len(passes_one) == one.steps and len(passes_split) > 2 * split.steps
+    assert max(passes_split) < 140 < max(passes_one)
+    assert split.steps == one.steps and sum(passes_split) == sum(passes_one)
+    assert losses_split == pytest.approx(losses_one, rel=1e-5)
+    for name, value in weights_one.items():
+        torch.testing.assert_close(weights_split[name], value, rtol=1e-4, atol=1e-6)
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path):
     data = synthetic_examples(10, seed=1)
     train(tiny_lora_model(), data, None, settings(max_steps=2), checkpoint_dir=tmp_path, on_event=lambda e: None)

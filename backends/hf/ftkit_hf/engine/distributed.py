@@ -157,7 +157,8 @@ def shutdown(wait: bool = True) -> None:
 
 def split_step(indices: Sequence[int], lengths: Sequence[int], parts: int) -> list[list[int]]:
     """Split one step's examples into ``parts`` shards of similar token counts (longest first, each to
-    the lightest shard so far). Deterministic, so every rank computes the same split.
+    the lightest shard so far): the ranks' shares of a step, and the passes of a share. Deterministic, so
+    every rank computes the same split.
 
     A shard is empty when the step has fewer examples than ``parts``; the loop gives that rank a
     zero-weight stand-in so it still takes part in the gradient all-reduce.

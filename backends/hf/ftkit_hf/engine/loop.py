@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from .distributed import Group, current, split_step
 from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
-from .settings import IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
+from .settings import CPU_PASS_TOKENS, IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -48,6 +49,15 @@ def _fingerprint(lengths: Sequence[int], settings: EngineSettings, packed: bool)
 
 def _target_count(ex: TokenizedExample) -> int:
     return sum(1 for label in ex.labels[1:] if label != IGNORE_INDEX)
+
+
+def _passes(indices: list[int], lengths: Sequence[int], pass_tokens: int | None) -> list[list[int]]:
+    """``indices`` (a step, or a rank's share of one) as forward/backward passes of about ``pass_tokens``
+    tokens each, of similar sizes; one pass when they fit (or there is nothing, or no limit)."""
+    parts = math.ceil(sum(lengths[i] for i in indices) / pass_tokens) if pass_tokens else 1
+    if parts <= 1:
+        return [indices]
+    return [p for p in split_step(indices, lengths, parts) if p]
 
 
 def _stand_in(ex: TokenizedExample) -> TokenizedExample:
@@ -123,6 +133,11 @@ class _Run:
             step, device_ids=[torch.cuda.current_device()] if cuda else None,
             # The generic route runs model.forward of an unknown architecture, which may leave weights unused.
             find_unused_parameters=not self.loss_fn.known)
+
+    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Context of one pass: DDP keeps the gradients local until the step's last pass."""
+        no_sync = getattr(self.train_forward, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def collate(self, examples: Sequence[TokenizedExample]) -> Batch:
         batch = collate_packed(examples) if self.loss_fn.packed else collate_padded(examples, self.pad_id)
@@ -270,8 +285,8 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
         return result(stopped=False)
 
     run.wrap_data_parallel()
-    if group.active:  # what the ranks need to split each step and weight their share of its loss
-        targets = [_target_count(ex) for ex in examples]
+    targets = [_target_count(ex) for ex in examples]  # each pass's share of a step's mean loss
+    pass_tokens = settings.pass_tokens or (CPU_PASS_TOKENS if plan.device == "cpu" else None)
     log_every = max(1, total_steps // 100)
     window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
     last_checkpoint_step = pos.step if resume_from is not None else -1
@@ -287,28 +302,30 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                 checkpoint()
                 return result(stopped=True)
             step = steps_of_epoch[pos.batch_index]
-            if group.active:
-                # This rank's share of the step. DDP averages the ranks' gradients, so a rank whose loss
-                # is the mean over its n_r targets is weighted n_r * world / N: the average is then the
-                # gradient of the whole step's mean loss over its N targets, as in one process.
-                shard = split_step(step, lengths, group.world_size)[group.rank]
-                step_targets = sum(targets[i] for i in step)
-                step_tokens = sum(lengths[i] for i in step)
-                batch = run.collate([examples[i] for i in shard] or [_stand_in(examples[step[0]])])
-                weight = batch.label_tokens * group.world_size / step_targets if shard else 0.0
-            else:
-                batch = run.collate([examples[i] for i in step])
-                step_tokens = batch.real_tokens
+            # This rank's share of the step (all of it in one process), in passes of about `pass_tokens`.
+            mine = split_step(step, lengths, group.world_size)[group.rank] if group.active else step
+            passes = _passes(mine, lengths, pass_tokens)
+            step_targets = sum(targets[i] for i in step)
+            step_tokens = sum(lengths[i] for i in step)
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
-            loss = run.step_loss(batch, train=True)
-            (loss * weight if group.active else loss).backward()
+            loss_sum = 0.0  # sum over this rank's targets of their loss
+            for k, indices in enumerate(passes):
+                batch = run.collate([examples[i] for i in indices] or [_stand_in(examples[step[0]])])
+                # A pass whose loss is the mean over its n targets is weighted n * world / N: summed over the
+                # passes and averaged over the ranks by DDP, that is the gradient of the step's mean loss over
+                # its N targets, as in one pass in one process. A rank with no example trains with weight 0.
+                weight = batch.label_tokens * group.world_size / step_targets if indices else 0.0
+                with run.accumulating(last=k == len(passes) - 1):
+                    loss = run.step_loss(batch, train=True)
+                    (loss * weight).backward()
+                if indices:
+                    loss_sum += loss.detach().item() * batch.label_tokens  # .item() syncs: honest timing
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.detach().item()  # syncs the device, so the timing below is honest
-            if group.active:  # the step's loss over all its targets, the number one process would log
-                loss_value = group.sum([loss_value * batch.label_tokens if shard else 0.0])[0] / step_targets
+            # The step's loss over all its targets, the number one process would log.
+            loss_value = (group.sum([loss_sum])[0] if group.active else loss_sum) / step_targets
             seconds = time.perf_counter() - started
             pos.step += 1
             pos.batch_index += 1
