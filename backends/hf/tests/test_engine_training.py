@@ -77,6 +77,27 @@ def test_a_step_in_several_passes_is_the_same_step(tmp_path: Path, monkeypatch: 
         torch.testing.assert_close(weights_split[name], value, rtol=1e-4, atol=1e-6)
 
 
+def test_cpu_passes_are_half_as_long_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # fp32 activations take twice the bytes of bf16 ones: left to the default, a CPU step of ~4,000 tokens
+    # runs in passes of ~1,024 tokens in fp32 and ~2,048 in bf16.
+    from ftkit_hf.engine.loss import LossComputer
+
+    passes: list[int] = []
+    call = LossComputer.__call__
+    monkeypatch.setattr(LossComputer, "__call__", lambda self, batch: passes.append(batch.real_tokens)
+                        or call(self, batch))
+    data = synthetic_examples(120, min_len=30, max_len=40, seed=1)
+    longest = {}
+    for precision in ("fp32", "bf16"):
+        passes.clear()
+        train(tiny_lora_model(), data, None, settings(epochs=1, batch_tokens=4096, max_batch_examples=200,
+                                                      precision=precision, max_steps=1),
+              checkpoint_dir=tmp_path / precision, on_event=lambda e: None)
+        assert sum(passes) > 4000
+        longest[precision] = max(passes)
+    assert 900 < longest["fp32"] <= 1024 + 40 < 1800 < longest["bf16"] <= 2048 + 40
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path):
     data = synthetic_examples(10, seed=1)
     train(tiny_lora_model(), data, None, settings(max_steps=2), checkpoint_dir=tmp_path, on_event=lambda e: None)

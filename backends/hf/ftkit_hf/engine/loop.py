@@ -31,7 +31,7 @@ from .distributed import Group, current, split_step
 from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
-from .settings import CPU_PASS_TOKENS, IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
+from .settings import CPU_PASS_TOKENS, CPU_PASS_TOKENS_FP32, IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -49,6 +49,14 @@ def _fingerprint(lengths: Sequence[int], settings: EngineSettings, packed: bool)
 
 def _target_count(ex: TokenizedExample) -> int:
     return sum(1 for label in ex.labels[1:] if label != IGNORE_INDEX)
+
+
+def _default_pass_tokens(device: str, autocast_dtype: torch.dtype | None) -> int | None:
+    """Tokens per pass when the settings leave it open: on a CPU by precision (fp32 activations are twice the
+    bytes), on an accelerator the whole step."""
+    if device != "cpu":
+        return None
+    return CPU_PASS_TOKENS if autocast_dtype is not None else CPU_PASS_TOKENS_FP32
 
 
 def _passes(indices: list[int], lengths: Sequence[int], pass_tokens: int | None) -> list[list[int]]:
@@ -286,7 +294,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
 
     run.wrap_data_parallel()
     targets = [_target_count(ex) for ex in examples]  # each pass's share of a step's mean loss
-    pass_tokens = settings.pass_tokens or (CPU_PASS_TOKENS if plan.device == "cpu" else None)
+    pass_tokens = settings.pass_tokens or _default_pass_tokens(plan.device, plan.autocast_dtype)
     log_every = max(1, total_steps // 100)
     window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
     last_checkpoint_step = pos.step if resume_from is not None else -1

@@ -10,8 +10,11 @@ IGNORE_INDEX = -100
 # Tokens per forward/backward pass on a CPU. On the 64-example benchmark (2 cores) two ~1,700-token passes per
 # step instead of one: peak memory 6.4 -> 4.1 GiB, 40% fewer fresh pages faulted in, and about the same speed
 # (fresh processes: 69.4 and 65.0 s against 69.3 and 68.3 s for the call; in one warm process 0.92x). Laptops with
-# 8 GiB of memory are the reason; docs/performance.md has the commands.
+# 8 GiB of memory are the reason; docs/performance.md has the commands. In fp32 a token's activations take about
+# twice the bytes, so its passes are half as long: on a CPU without native bf16, 1,024-token passes gave peak
+# memory 6.2 -> 3.8 GiB at the same speed (call 82.3 and 87.4 s against 82.9 and 84.2 s).
 CPU_PASS_TOKENS = 2048
+CPU_PASS_TOKENS_FP32 = 1024
 
 
 @dataclass
@@ -46,8 +49,9 @@ class EngineSettings:
         max_batch_examples: at most this many examples in one step.
         pass_tokens: a step's examples are run in forward/backward passes of about this many tokens, their
             gradients added up before the optimizer step: the same step, with the activation memory of a
-            smaller one. None: :data:`CPU_PASS_TOKENS` on a CPU (~2/3 of the peak memory at about the same
-            speed, see docs/performance.md), the whole step in one pass on a GPU.
+            smaller one. None: on a CPU :data:`CPU_PASS_TOKENS` in bf16 and :data:`CPU_PASS_TOKENS_FP32` in fp32
+            (~2/3 of the peak memory at about the same speed, see docs/performance.md), the whole step in one
+            pass on a GPU.
         seed: fixes the data order (and torch's RNG); the same seed gives the same run.
         precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16``, ``fp32``.
         device: ``auto``, ``cpu``, ``cuda``, ``mps``.
