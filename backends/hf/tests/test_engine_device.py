@@ -54,8 +54,12 @@ def test_threads_default_to_physical_cores():
 
 def test_describe_device_here():
     text = describe_device("cpu")
-    assert re.fullmatch(r"CPU, (bf16|fp32) \([^)]+\), \d+ threads?", text)
-    assert ("bf16" in text) == (dev.cpu_bf16_kind() is not None)
+    match = re.fullmatch(r"CPU, (bf16|fp32) \(([^)]+)\), \d+ threads?", text)
+    assert match
+    # The chosen precision, not any mention of bf16: "fp32 (no native bf16)" on a CPU without it.
+    kind = dev.cpu_bf16_kind()
+    assert match.group(1) == ("bf16" if kind else "fp32")
+    assert match.group(2) == (kind or "no native bf16")
 
 
 def test_cuda_requested_without_gpu_is_an_error():
