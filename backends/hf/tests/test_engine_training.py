@@ -51,13 +51,19 @@ def test_resume_after_stop_equals_an_uninterrupted_run(tmp_path: Path):
     assert again.steps == full.steps
 
 
-def test_a_step_in_several_passes_is_the_same_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The real tokens of every forward/backward pass train() runs, in order."""
     from ftkit_hf.engine.loss import LossComputer
 
-    passes: list[int] = []
+    seen: list[int] = []
     call = LossComputer.__call__
-    monkeypatch.setattr(LossComputer, "__call__", lambda self, batch: passes.append(batch.real_tokens)
+    monkeypatch.setattr(LossComputer, "__call__", lambda self, batch: seen.append(batch.real_tokens)
                         or call(self, batch))
+    return seen
+
+
+def test_a_step_in_several_passes_is_the_same_step(tmp_path: Path, passes: list[int]):
     data = synthetic_examples(24, seed=1)
     runs = []
     for pass_tokens in (None, 70):  # the whole 200-token step in one pass on a CPU; passes of ~70 tokens
@@ -77,15 +83,9 @@ def test_a_step_in_several_passes_is_the_same_step(tmp_path: Path, monkeypatch: 
         torch.testing.assert_close(weights_split[name], value, rtol=1e-4, atol=1e-6)
 
 
-def test_cpu_passes_are_half_as_long_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_cpu_passes_are_half_as_long_in_fp32(tmp_path: Path, passes: list[int]):
     # fp32 activations take twice the bytes of bf16 ones: left to the default, a CPU step of ~4,000 tokens
     # runs in passes of ~1,024 tokens in fp32 and ~2,048 in bf16.
-    from ftkit_hf.engine.loss import LossComputer
-
-    passes: list[int] = []
-    call = LossComputer.__call__
-    monkeypatch.setattr(LossComputer, "__call__", lambda self, batch: passes.append(batch.real_tokens)
-                        or call(self, batch))
     data = synthetic_examples(120, min_len=30, max_len=40, seed=1)
     longest = {}
     for precision in ("fp32", "bf16"):
