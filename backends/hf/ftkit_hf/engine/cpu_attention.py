@@ -14,7 +14,8 @@ result comes back token-major too, ``[1, n, Hq, D]``, the layout transformers' a
 Scores and probabilities are bf16, as in the matmul route it replaces; the softmax reduces in fp32 internally.
 Measured on a 2-core AVX512-BF16 CPU (9 query heads, 3 key/value heads, head dim 64), forward + backward,
 against ``scaled_dot_product_attention``: 1.1x at 64 tokens, 1.6x at 384, 1.5x at 512, 1.3x at 768-1024,
-1.3x at 2,048 (``docs/performance.md``). No faster in fp32, so only bf16/fp16 take this route (:func:`use_for`).
+1.3x at 2,048 (``docs/performance.md``; ``python benchmarks/cpu_attention.py``). No faster in fp32 (0.53-1.07x
+on a 2-core Xeon), so only bf16/fp16 take this route (:func:`use_for`).
 """
 
 from __future__ import annotations
