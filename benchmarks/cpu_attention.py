@@ -66,25 +66,26 @@ class _Untiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         _, heads, n, dim = query.shape
-        groups = heads // KV_HEADS
-        q = (query[0].unflatten(0, (KV_HEADS, groups)).transpose(1, 2) * dim**-0.5).reshape(KV_HEADS, n * groups, dim)
+        kv_heads = key.shape[1]
+        groups = heads // kv_heads
+        q = (query[0].unflatten(0, (kv_heads, groups)).transpose(1, 2) * dim**-0.5).reshape(kv_heads, n * groups, dim)
         k, v = key[0].contiguous(), value[0].contiguous()
         probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)).add_(_causal_mask(n, groups)), -1)
         out = torch.bmm(probs, v)
         ctx.save_for_backward(q, k, v, out, probs)
-        return out.view(KV_HEADS, n, groups, dim).transpose(0, 1).reshape(1, n, heads, dim)
+        return out.view(kv_heads, n, groups, dim).transpose(0, 1).reshape(1, n, heads, dim)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
         q, k, v, out, probs = ctx.saved_tensors
-        n, dim = k.shape[1], k.shape[2]
+        kv_heads, n, dim = k.shape
         groups = q.shape[1] // n
-        go = grad_out[0].unflatten(1, (KV_HEADS, groups)).transpose(0, 1).reshape(q.shape)
+        go = grad_out[0].unflatten(1, (kv_heads, groups)).transpose(0, 1).reshape(q.shape)
         grad_v = torch.bmm(probs.transpose(1, 2), go)
         grad_s = torch.bmm(go, v.transpose(1, 2)).sub_((go * out).sum(-1, keepdim=True)).mul_(probs)
-        grad_q = torch.bmm(grad_s, k).mul_(dim**-0.5).view(KV_HEADS, n, groups, dim).transpose(1, 2)
+        grad_q = torch.bmm(grad_s, k).mul_(dim**-0.5).view(kv_heads, n, groups, dim).transpose(1, 2)
         grad_k = torch.bmm(grad_s.transpose(1, 2), q)
-        return grad_q.reshape(1, KV_HEADS * groups, n, dim), grad_k.unsqueeze(0), grad_v.unsqueeze(0)
+        return grad_q.reshape(1, kv_heads * groups, n, dim), grad_k.unsqueeze(0), grad_v.unsqueeze(0)
 
 
 def _untiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -168,14 +169,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the engine's choice)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    from ftkit_hf.engine import describe_device
-    from ftkit_hf.engine.device import physical_cores
+    from ftkit_hf.engine.device import apply_plan, plan_device
 
-    torch.set_num_threads(a.threads or physical_cores())
+    from ftkit.atomic import atomic_write_text
+
+    plan = plan_device("cpu", threads=a.threads)  # the engine's threads for a CPU run
+    apply_plan(plan)
     lengths = [int(x) for x in a.lengths.split(",")]
     dtypes = ["fp32", "bf16"] if a.dtype == "both" else [a.dtype]
     report: dict[str, object] = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-                                 "engine_choice": describe_device(), "threads": torch.get_num_threads(),
+                                 "engine_choice": plan.describe(), "threads": torch.get_num_threads(),
                                  "torch": torch.__version__}
     for name in dtypes:
         rows = []
@@ -187,12 +190,12 @@ def main() -> None:
             print(f"{name} {n:5d} tokens: sdpa {row['sdpa_ms']:8.2f} ms, {others}", flush=True)
         report[name] = rows
     if a.parts:
-        report["fp32_parts"] = [parts(n, a.rounds) for n in (256, 512)]
-        for row in report["fp32_parts"]:  # type: ignore[attr-defined]
-            print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        part_rows = [parts(n, a.rounds) for n in (256, 512)]
+        report["fp32_parts"] = part_rows
+        for part in part_rows:
+            print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in part.items()))
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {a.out}")
 
 
