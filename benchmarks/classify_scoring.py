@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftkit.atomic import atomic_write_text
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -140,8 +142,7 @@ def main() -> None:
         print(f"{pred.precision} vs fp32 probabilities: {result['bf16_vs_fp32']}")
     same = sum(a == b for a, b in zip(outputs["score"], outputs["score_no_prefix"], strict=True))
     result["score_prefix_agreement"] = same / len(texts)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 

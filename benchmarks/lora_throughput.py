@@ -44,6 +44,8 @@ import numpy as np
 import psutil
 import torch
 
+from ftkit.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "backends" / "hf"))  # run from a checkout without installing ftkit-hf
 sys.path.insert(0, str(ROOT))
@@ -532,10 +534,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["parity"] = run_parity(b.device, args.parity_steps, args.parity_batch_tokens)
     tag = "cpu" if not cuda else gpu.lower().replace("nvidia", "").strip().split()[0]  # e.g. "h100"
     out = args.out or ROOT / "benchmarks" / "results" / f"{result['date']}-{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}", flush=True)
     return result
 

@@ -23,6 +23,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ftkit.atomic import atomic_write_text
+
 _VOCABULARY = (
     "the model should answer in json with fields name date amount currency status reason invoice "
     "customer order shipped pending refund please thanks hello price total tax discount support "
@@ -172,7 +174,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     out = args.out or Path(__file__).parent / "results" / f"{time.strftime('%Y-%m-%d')}-validate.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
