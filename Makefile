@@ -31,6 +31,7 @@ lint:
 typecheck:
 	$(PYTHON) -m mypy ftkit
 	$(PYTHON) -m mypy backends/hf/ftkit_hf backends/openai/ftkit_openai backends/remote/ftkit_remote
+	$(PYTHON) -m mypy benchmarks
 
 ci: install-dev lint typecheck
 	$(PYTHON) -m pytest -q -p no:cacheprovider $(TEST_DIRS)

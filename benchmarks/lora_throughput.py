@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -46,11 +46,14 @@ import torch
 
 from ftkit.atomic import atomic_write_text
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "backends" / "hf"))  # run from a checkout without installing ftkit-hf
 sys.path.insert(0, str(ROOT))
 
-SHAPES = {  # published shapes (Qwen2.5 configs; SmolLM2-135M is a Llama)
+SHAPES: dict[str, dict[str, Any]] = {  # published shapes (Qwen2.5 configs; SmolLM2-135M is a Llama)
     "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                  num_key_value_heads=2, tie_word_embeddings=True),
     "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -86,10 +89,11 @@ class Bench:
             rows.append({"input_ids": ids, "attention_mask": [1] * n, "labels": [-100] * p + ids[p:], "plen": p})
         return rows, int(lens.sum())
 
-    def model(self) -> torch.nn.Module:
+    def model(self) -> PreTrainedModel:
         """A random-init model of the chosen shape (seed 0), SDPA attention."""
-        from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+        from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
+        cfg: PretrainedConfig
         if self.size.startswith("smollm2"):
             cfg = LlamaConfig(vocab_size=self.vocab, max_position_embeddings=8192, **SHAPES[self.size])
         else:
@@ -106,7 +110,7 @@ def lora_config() -> Any:
 
 def flops_per_token(model: torch.nn.Module, mean_len: float) -> float:
     """Training FLOPs per token as in the peer script: 4·N_matmul (frozen base) + causal attention."""
-    c = model.config
+    c: Any = model.config  # a transformers PretrainedConfig; torch types Module attributes as Tensor | Module
     n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lora" not in name)
     n += c.vocab_size * c.hidden_size
     attn = 2 * 2 * c.num_hidden_layers * mean_len * c.hidden_size / 2
@@ -532,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["levers"] = run_levers(b, args.lever_repeats, args.lever_examples)
     if args.parity:
         result["parity"] = run_parity(b.device, args.parity_steps, args.parity_batch_tokens)
-    tag = "cpu" if not cuda else gpu.lower().replace("nvidia", "").strip().split()[0]  # e.g. "h100"
+    tag = "cpu" if gpu is None else gpu.lower().replace("nvidia", "").strip().split()[0]  # e.g. "h100"
     out = args.out or ROOT / "benchmarks" / "results" / f"{result['date']}-{tag}.json"
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}", flush=True)

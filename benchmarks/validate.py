@@ -173,8 +173,8 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
-    out = args.out or Path(__file__).parent / "results" / f"{time.strftime('%Y-%m-%d')}-validate.json"
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    path = args.out or Path(__file__).parent / "results" / f"{time.strftime('%Y-%m-%d')}-validate.json"
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
