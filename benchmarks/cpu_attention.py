@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -169,7 +168,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the engine's choice)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    from ftkit_hf.engine.device import apply_plan, plan_device
+    from ftkit_hf.engine.device import apply_plan, cpu_model_name, plan_device
 
     from ftkit.atomic import atomic_write_text
 
@@ -177,7 +176,7 @@ def main() -> None:
     apply_plan(plan)
     lengths = [int(x) for x in a.lengths.split(",")]
     dtypes = ["fp32", "bf16"] if a.dtype == "both" else [a.dtype]
-    report: dict[str, object] = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
+    report: dict[str, object] = {"date": date.today().isoformat(), "cpu": cpu_model_name(),
                                  "engine_choice": plan.describe(), "threads": torch.get_num_threads(),
                                  "torch": torch.__version__}
     for name in dtypes:

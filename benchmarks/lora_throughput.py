@@ -102,19 +102,6 @@ class Bench:
         return AutoModelForCausalLM.from_config(cfg, dtype=self.dtype, attn_implementation="sdpa").to(self.device)
 
 
-def cpu_model() -> str:
-    """The CPU's model name, so a result file says which CPU its ratios come from (bf16 speed varies 2-7x)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def lora_config() -> Any:
     from peft import LoraConfig
 
@@ -501,6 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
     import trl
     from ftkit_hf.engine import describe_device
+    from ftkit_hf.engine.device import cpu_model_name
 
     # MFU against the faster of the CPU's fp32 and bf16 matmuls: without native bf16 (no AVX512-BF16 or AMX)
     # bf16 is emulated at a fraction of the fp32 speed, and the engine trains in fp32.
@@ -512,7 +500,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "device": gpu or "cpu", "model": f"{b.size} (random init from config)", "date": dt.date.today().isoformat(),
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]] if argv is None else argv),
-        "engine_choice": describe_device(b.device), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "engine_choice": describe_device(b.device), "cpu": cpu_model_name(),  # bf16 speed varies 2-7x between CPUs
+        "cpu_count": os.cpu_count(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "trl": trl.__version__},
         "data": {"examples": b.n_ex, "max_len": b.max_len, "lengths": "lognormal median 300, sigma 0.7, clipped",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +22,15 @@ from ftkit_hf.engine.settings import TokenizedExample
 ])
 def test_bf16_unit_detected_from_cpu_flags(flags, kind):
     assert dev.cpu_bf16_kind(frozenset(flags)) == kind
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's /proc/cpuinfo")
+def test_cpu_flags_and_model_name_are_the_first_processors():
+    first = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    fields = {line.partition(":")[0].strip(): line.partition(":")[2].strip() for line in reversed(first)}
+    assert dev.cpu_flags() == frozenset(fields.get("flags", "").split())
+    assert dev.cpu_model_name() == (fields.get("model name") or platform.processor() or platform.machine())
+    assert dev.cpu_model_name()
 
 
 @pytest.mark.parametrize(("flags", "precision", "reason"), [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +25,29 @@ _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (empty where that file does not exist, e.g. macOS)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where that file does not exist, e.g. macOS)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return frozenset()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+        if not line.strip():  # a blank line ends the first processor's block
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (empty where that file does not exist, e.g. macOS)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what :mod:`platform` knows, e.g. ``arm64``)."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_bf16_kind(flags: frozenset[str] | None = None) -> str | None:
