@@ -32,9 +32,19 @@ ENTRY_POINT_GROUP = "ftkit.backends"
 
 
 class BackendConfig(BaseModel):
-    """Base of every backend's options model. Unknown keys are errors, naming the backend."""
+    """Base of every backend's options model. Unknown keys are errors, naming the backend.
 
-    model_config = ConfigDict(extra="forbid")
+    Numbers must be finite: ``inf`` and ``nan`` are refused for every option of every backend
+    (``inf`` hours would never stop a rented machine, and ``nan`` compares false with every limit).
+    A numeric option is a limit, so it must also be above zero (``Field(gt=0)`` or ``ge=1``), unless
+    it is named in :attr:`zero_allowed` with the reason 0 means something there. A test walks every
+    installed backend's model and holds each one to this.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    zero_allowed: ClassVar[dict[str, str]] = {}
+    """Numeric options for which 0 is a meaningful setting rather than a broken limit, each with why."""
 
 
 class Capabilities(BaseModel):

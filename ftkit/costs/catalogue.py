@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ftkit.data.targets import OPENAI_ALIASES
 from ftkit.errors import ConfigError
+
+# Prices feed the max_cost guard and the estimates: a catalogue number is finite and (but for a few
+# marked "0: included") above zero, whether it comes from this file or a user's override.
+_PRICES = ConfigDict(frozen=True, allow_inf_nan=False)
 
 _OPENAI_PRICING = (
     "OpenAI pricing page (two copies, one taken after the 2026-05-07 fine-tuning wind-down notice; "
@@ -24,16 +28,16 @@ _OPENAI_PRICING = (
 class OpenAIPrice(BaseModel):
     """OpenAI fine-tuning prices for one base model, USD per 1M tokens unless marked."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _PRICES
 
     model: str
-    training_per_mtok: float | None = Field(description="Training, per 1M billed tokens (None: billed per hour).")
-    training_per_hour: float | None = Field(default=None, description="Training per hour (RFT only).")
-    input_per_mtok: float = Field(description="Inference on the fine-tuned model: input.")
-    cached_input_per_mtok: float | None = Field(default=None, description="Cached input.")
-    output_per_mtok: float = Field(description="Inference on the fine-tuned model: output.")
-    batch_input_per_mtok: float | None = Field(default=None, description="Batch API input (fine-tuned model).")
-    batch_output_per_mtok: float | None = Field(default=None, description="Batch API output (fine-tuned model).")
+    training_per_mtok: float | None = Field(gt=0, description="Training, per 1M billed tokens (None: billed per hour).")
+    training_per_hour: float | None = Field(default=None, gt=0, description="Training per hour (RFT only).")
+    input_per_mtok: float = Field(gt=0, description="Inference on the fine-tuned model: input.")
+    cached_input_per_mtok: float | None = Field(default=None, gt=0, description="Cached input.")
+    output_per_mtok: float = Field(gt=0, description="Inference on the fine-tuned model: output.")
+    batch_input_per_mtok: float | None = Field(default=None, gt=0, description="Batch API input (fine-tuned model).")
+    batch_output_per_mtok: float | None = Field(default=None, gt=0, description="Batch API output (fine-tuned model).")
     as_of: str = "2026-05"
     source: str = _OPENAI_PRICING
 
@@ -128,12 +132,12 @@ def openai_price(model: str) -> OpenAIPrice:
 class GpuSpec(BaseModel):
     """What a GPU can do and draw: peak dense bf16 throughput and board power."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _PRICES
 
     name: str
-    bf16_tflops: float = Field(description="Peak dense bf16 tensor TFLOP/s (no sparsity).")
-    watts: float = Field(description="Board power (TDP), W.")
-    memory_gb: int
+    bf16_tflops: float = Field(gt=0, description="Peak dense bf16 tensor TFLOP/s (no sparsity).")
+    watts: float = Field(gt=0, description="Board power (TDP), W.")
+    memory_gb: int = Field(gt=0)
     source: str
 
 
@@ -166,14 +170,20 @@ GPUS: dict[str, GpuSpec] = {
 class GpuRate(BaseModel):
     """What renting one GPU costs at one provider: a range in USD per GPU-hour."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _PRICES
 
     provider: str
     gpu: str
-    low: float = Field(description="Lowest USD per GPU-hour seen (spot / interruptible / community).")
-    high: float = Field(description="Highest USD per GPU-hour seen (on-demand / secure).")
+    low: float = Field(gt=0, description="Lowest USD per GPU-hour seen (spot / interruptible / community).")
+    high: float = Field(gt=0, description="Highest USD per GPU-hour seen (on-demand / secure).")
     as_of: str
     source: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GpuRate:
+        if self.low > self.high:
+            raise ValueError(f"{self.provider} {self.gpu}: low ${self.low}/h is above high ${self.high}/h")
+        return self
 
     @property
     def mid(self) -> float:
@@ -210,11 +220,11 @@ GPU_RATES: list[GpuRate] = [
 class ProviderOverhead(BaseModel):
     """What a rented machine costs besides GPU time: start-up and storage."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _PRICES
 
     provider: str
-    startup_minutes: float = Field(description="From create to a worker running: boot, image pull, setup.")
-    storage_usd_per_gb_month: float = Field(description="Disk while the machine exists.")
+    startup_minutes: float = Field(gt=0, description="From create to a worker running: boot, image pull, setup.")
+    storage_usd_per_gb_month: float = Field(ge=0, description="Disk while the machine exists (0: included).")
     source: str
 
 
@@ -255,9 +265,9 @@ PROVIDERS: dict[str, ProviderOverhead] = {
 class Electricity(BaseModel):
     """Local running costs: what a kWh costs and what the device draws."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _PRICES
 
-    usd_per_kwh: float
+    usd_per_kwh: float = Field(gt=0)
     as_of: str
     source: str
 

@@ -48,7 +48,7 @@ class CostSettings(BaseModel):
         gpus = ["RTX 4090", "H100 SXM"]
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an inf price or speed would void the estimate
 
     usd_per_kwh: float = Field(default=ELECTRICITY.usd_per_kwh, gt=0, description="Local electricity price, USD/kWh.")
     device_watts: float | None = Field(default=None, gt=0, description="Local device draw while training, W.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,6 +12,12 @@ from ftkit.costs.catalogue import ELECTRICITY
 
 class HFConfig(BackendConfig):
     """Options of the local Hugging Face backend (the ``[hf]`` section of ``ftkit.toml``)."""
+
+    zero_allowed: ClassVar[dict[str, str]] = {
+        "lora_dropout": "0 turns dropout off (the default, and the fastest)",
+        "warmup_ratio": "0 starts at the full learning rate",
+        "weight_decay": "0 turns weight decay off",
+    }
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train: auto picks CUDA, then MPS, then CPU."
@@ -41,9 +47,10 @@ class HFConfig(BackendConfig):
     batch_tokens: int = Field(default=4096, ge=64, description="Real-token budget of one optimizer step.")
     max_batch_examples: int = Field(default=64, ge=1, description="At most this many examples per step.")
     pass_tokens: int | None = Field(
-        default=None, ge=64,
+        default=None,
+        ge=64,
         description="Tokens per forward/backward pass; a step's passes add their gradients (the same step, "
-                    "less memory). None: on a CPU 2048 in bf16, 1024 in fp32; the whole step on a GPU.",
+        "less memory). None: on a CPU 2048 in bf16, 1024 in fp32; the whole step on a GPU.",
     )
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Fraction of steps warming up the LR.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
@@ -68,11 +75,16 @@ class HFConfig(BackendConfig):
         default=None, gt=0, description="Training speed for the estimate; None: measured here before, or a default."
     )
     power_watts: float | None = Field(
-        default=None, gt=0, description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 40 W MPS "
-        "(ftkit.costs.catalogue.DEVICE_WATTS)."
+        default=None,
+        gt=0,
+        description="Power draw for the electricity estimate; None: 65 W CPU, 350 W GPU, 40 W MPS "
+        "(ftkit.costs.catalogue.DEVICE_WATTS).",
     )
-    usd_per_kwh: float = Field(default=ELECTRICITY.usd_per_kwh, ge=0,
-                               description="Electricity price, USD/kWh (default: ftkit.costs' US average, 2025).")
+    usd_per_kwh: float = Field(
+        default=ELECTRICITY.usd_per_kwh,
+        gt=0,
+        description="Electricity price, USD/kWh (default: ftkit.costs' US average, 2025).",
+    )
 
     @field_validator("num_processes")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -16,6 +16,8 @@ class OpenAIConfig(BackendConfig):
     The API key is a ``SecretStr``: the registry stores it masked (and drops it), so a job read
     back in another process needs ``OPENAI_API_KEY`` in that process's environment.
     """
+
+    zero_allowed: ClassVar[dict[str, str]] = {"max_retries": "0 fails at the first transient error"}
 
     api_key: SecretStr | None = Field(
         default=None, description="API key; default: $OPENAI_API_KEY, read at call time. Never stored."

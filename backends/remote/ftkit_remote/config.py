@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,7 +11,16 @@ from ftkit_remote.providers.base import OfferQuery, Tier
 
 
 class RemoteConfig(BackendConfig):
-    """Options of the remote backend: which provider, which machine, and the limits that cap the bill."""
+    """Options of the remote backend: which provider, which machine, and the limits that cap the bill.
+
+    Every limit is finite and above zero (the base model refuses ``inf`` and ``nan``): a run always
+    has a deadline, and the dead-man switch always fires.
+    """
+
+    zero_allowed: ClassVar[dict[str, str]] = {
+        "min_reliability": "0 accepts hosts of any reliability (a filter, not a limit)",
+        "min_free_disk_gb": "0 skips the free-disk check (a filter, not a limit)",
+    }
 
     provider: Literal["vast", "runpod", "lambda", "ssh"] = Field(description="Where to rent the GPU.")
     provider_options: dict[str, Any] = Field(
@@ -28,7 +37,7 @@ class RemoteConfig(BackendConfig):
     tier: Tier = Field(default=Tier.ON_DEMAND, description="on_demand, or interruptible (spot/bid).")
     max_offers_tried: int = Field(default=3, ge=1, description="Offers to try when create fails for capacity.")
     estimated_train_hours: float = Field(default=1.0, gt=0, description="Training time assumed by the estimate.")
-    setup_hours: float = Field(default=0.25, ge=0, description="Boot, upload and download time assumed.")
+    setup_hours: float = Field(default=0.25, gt=0, description="Boot, upload and download time assumed.")
     max_duration_hours: float = Field(
         default=6.0, gt=0, description="The machine is destroyed after this long, finished or not."
     )
@@ -66,7 +75,7 @@ class RemoteConfig(BackendConfig):
     deadman: bool = Field(default=True, description="Install the on-machine dead-man switch where possible.")
     deadman_check_s: float = Field(default=30.0, gt=0, description="How often the dead-man switch looks.")
     finished_grace_s: float = Field(
-        default=1800.0, ge=0, description="The switch destroys the machine this long after the job ended unfetched."
+        default=1800.0, gt=0, description="The switch destroys the machine this long after the job ended unfetched."
     )
     ssh_key_path: str | None = Field(default=None, description="Private key to use; default $FTKIT_HOME/remote.")
     poll_interval: float = Field(default=5.0, gt=0, description="Seconds between looks at a running job.")

@@ -13,23 +13,22 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from ftkit.backend import BackendConfig
 from ftkit.errors import APIError, AuthenticationError, QuotaExceededError, RateLimitError
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(BackendConfig):
     """How hard to retry a provider's API."""
 
-    model_config = ConfigDict(extra="forbid")
-
     attempts: int = Field(default=6, ge=1, le=20, description="Tries per call, the first included.")
-    initial_wait_s: float = Field(default=0.5, ge=0, description="First backoff when no Retry-After is given.")
+    initial_wait_s: float = Field(default=0.5, gt=0, description="First backoff when no Retry-After is given.")
     multiplier: float = Field(default=2.0, ge=1, description="Backoff growth per attempt.")
-    max_wait_s: float = Field(default=30.0, ge=0, description="Longest single wait (Retry-After is capped too).")
+    max_wait_s: float = Field(default=30.0, gt=0, description="Longest single wait (Retry-After is capped too).")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
 
 
@@ -54,9 +53,7 @@ class HttpApi:
         map_error: turns a non-2xx response into an ftkit error (provider-specific bodies).
     """
 
-    def __init__(
-        self, provider: str, base_url: str, api_key: str, policy: RetryPolicy, map_error: ErrorMapper
-    ) -> None:
+    def __init__(self, provider: str, base_url: str, api_key: str, policy: RetryPolicy, map_error: ErrorMapper) -> None:
         self.provider = provider
         self.policy = policy
         self._map_error = map_error

@@ -18,8 +18,9 @@ import hashlib
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ftkit.backend import BackendConfig
 from ftkit.errors import AuthenticationError, QuotaExceededError
 from ftkit_remote.providers.base import (
     LABEL_PREFIX,
@@ -39,10 +40,12 @@ from ftkit_remote.providers.http import HttpApi, MinInterval, RetryPolicy, json_
 S = InstanceState
 
 
-class LambdaConfig(BaseModel):
+class LambdaConfig(BackendConfig):
     """Options of the Lambda provider."""
 
-    model_config = ConfigDict(extra="forbid")
+    zero_allowed: ClassVar[dict[str, str]] = {
+        "seconds_between_launches": "0 for a local emulator; Lambda itself allows one launch per 12 s",
+    }
 
     api_key: str = Field(description="Lambda API key (env LAMBDA_API_KEY when empty).", repr=False)
     base_url: str = Field(default="https://cloud.lambda.ai/api/v1", description="API root.")
@@ -56,7 +59,10 @@ class LambdaProvider(Provider):
 
     name: ClassVar[str] = "lambda"
     caps: ClassVar[ProviderCaps] = ProviderCaps(
-        can_stop=False, interruptible=False, self_destroy=False, min_seconds_between_creates=12.0,
+        can_stop=False,
+        interruptible=False,
+        self_destroy=False,
+        min_seconds_between_creates=12.0,
         ready_deadline_s=900.0,
     )
     vendor_statuses: ClassVar[tuple[str | None, ...]] = ("booting", "active", "unhealthy", "terminating", "terminated")

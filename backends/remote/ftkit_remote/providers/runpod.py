@@ -23,8 +23,9 @@ import builtins  # `list` is also a method name of Provider
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ftkit.backend import BackendConfig
 from ftkit.errors import AuthenticationError
 from ftkit_remote.providers.base import (
     LABEL_PREFIX,
@@ -62,10 +63,8 @@ M_TERMINATE = "mutation Terminate($input: PodTerminateInput!) { podTerminate(inp
 _CAPACITY_TEXT = "no longer any instances available"
 
 
-class RunPodConfig(BaseModel):
+class RunPodConfig(BackendConfig):
     """Options of the RunPod provider."""
-
-    model_config = ConfigDict(extra="forbid")
 
     api_key: str = Field(description="RunPod API key (env RUNPOD_API_KEY when empty).", repr=False)
     base_url: str = Field(

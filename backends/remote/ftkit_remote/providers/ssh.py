@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ftkit.backend import BackendConfig
 from ftkit_remote.providers.base import (
     LABEL_PREFIX,
     Instance,
@@ -24,10 +25,13 @@ from ftkit_remote.providers.base import (
 )
 
 
-class SshHostConfig(BaseModel):
+class SshHostConfig(BackendConfig):
     """Options of the ``ssh`` provider: where the host is and what it has."""
 
-    model_config = ConfigDict(extra="forbid")
+    zero_allowed: ClassVar[dict[str, str]] = {
+        "num_gpus": "0 is a CPU-only host",
+        "price_per_hour": "0: a host you own costs nothing per hour",
+    }
 
     host: str = Field(description="Host name or IP.")
     port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
@@ -41,8 +45,9 @@ class SshHostProvider(Provider):
     """An existing host. Nothing is created or destroyed."""
 
     name: ClassVar[str] = "ssh"
-    caps: ClassVar[ProviderCaps] = ProviderCaps(can_stop=False, interruptible=False, self_destroy=False,
-                                                ready_deadline_s=300.0, rents=False)
+    caps: ClassVar[ProviderCaps] = ProviderCaps(
+        can_stop=False, interruptible=False, self_destroy=False, ready_deadline_s=300.0, rents=False
+    )
     vendor_statuses: ClassVar[tuple[str | None, ...]] = ("configured",)
     state_table: ClassVar[dict[str | None, InstanceState]] = {"configured": InstanceState.RUNNING}
 
@@ -62,8 +67,15 @@ class SshHostProvider(Provider):
 
     async def get(self, instance_id: str) -> Instance | None:
         c = self.config
-        return Instance(self.name, instance_id, None, InstanceState.RUNNING, "configured",
-                        ssh=SshEndpoint(c.host, c.port, c.user), price_per_hour=c.price_per_hour)
+        return Instance(
+            self.name,
+            instance_id,
+            None,
+            InstanceState.RUNNING,
+            "configured",
+            ssh=SshEndpoint(c.host, c.port, c.user),
+            price_per_hour=c.price_per_hour,
+        )
 
     async def list(self, label_prefix: str = LABEL_PREFIX) -> list[Instance]:
         return []

@@ -20,8 +20,9 @@ import builtins  # `list` is also a method name of Provider
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ftkit.backend import BackendConfig
 from ftkit_remote.providers.base import (
     LABEL_PREFIX,
     CapacityError,
@@ -44,10 +45,8 @@ from ftkit_remote.providers.http import HttpApi, RetryPolicy, json_or_text
 S = InstanceState
 
 
-class VastConfig(BaseModel):
+class VastConfig(BackendConfig):
     """Options of the vast.ai provider."""
-
-    model_config = ConfigDict(extra="forbid")
 
     api_key: str = Field(description="vast.ai API key (env VAST_API_KEY when empty).", repr=False)
     base_url: str = Field(default="https://console.vast.ai", description="API root (env VAST_URL).")
