@@ -9,10 +9,8 @@ follows it over SSH, fetches the adapter, destroys the machine and records the c
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -23,6 +21,7 @@ from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_remote.config import RemoteConfig
+from ftkit_remote.interrupts import signals_held, sigterm_as_interrupt
 from ftkit_remote.run import RemoteRun
 
 __all__ = ["RemoteBackend", "RemoteConfig"]
@@ -88,8 +87,16 @@ class RemoteBackend(Backend):
 
     def submit(self, ctx: JobContext) -> str:
         """Rent, set up and start; any failure or interruption in here destroys the machine."""
-        with _sigterm_as_interrupt():
-            return _drive(ctx, lambda run: run.submit())
+        try:
+            with sigterm_as_interrupt():
+                return _drive(ctx, lambda run: run.submit())
+        except BaseException:
+            # Set-up finished, but the interruption came before start() could record the job: nobody would
+            # follow it, so stop the worker and destroy the machine here, holding further signals meanwhile.
+            if ctx.state.get("remote", {}).get("phase") == "running":
+                with signals_held("destroying the machine before stopping"):
+                    _drive(ctx, lambda run: run.cancel("setup failed: interrupted after the worker started"))
+            raise
 
     def poll(self, ctx: JobContext) -> PollResult:
         """Follow the worker over SSH; at its end fetch the adapter and destroy the machine."""
@@ -152,20 +159,3 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "e" in box:
         raise box["e"]
     return box["v"]
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Make SIGTERM raise KeyboardInterrupt while the machine is being set up, so teardown runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)

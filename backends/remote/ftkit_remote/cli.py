@@ -36,6 +36,15 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _print_problems(ledger: LeaseLedger) -> None:
+    """Say which ledger lines were skipped: their instances count as unowned (gc destroys them)."""
+    for p in ledger.problems:
+        _console.print(f"[yellow]lease ledger:[/yellow] {p}", highlight=False, soft_wrap=True)
+    if ledger.problems:
+        _console.print("[yellow]lease ledger:[/yellow] an instance whose lease was skipped counts as unowned; "
+                       "name its provider with -p if no other lease does", highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def _fail(e: FtkitError) -> None:
     _console.print(f"[red]error:[/red] {e}")
     raise typer.Exit(1)
@@ -81,8 +90,9 @@ def instances(
 ) -> None:
     """Instances carrying ftkit's label, with the lease that owns each."""
     extra = {name: _options(option) for name in provider}
-    built, skipped = providers_for_gc(extra)
-    leases = {x.label: x for x in LeaseLedger().all()}
+    ledger = LeaseLedger()
+    built, skipped = providers_for_gc(extra, ledger)
+    leases = {x.label: x for x in ledger.all()}
 
     async def main() -> list[Any]:
         rows = []
@@ -99,6 +109,7 @@ def instances(
     except FtkitError as e:
         _fail(e)
         return
+    _print_problems(ledger)
     table = Table("provider", "instance", "label", "state", "$/h", "lease")
     for name, inst in rows:
         lease = leases.get(inst.label or "")
@@ -117,11 +128,13 @@ def gc(
 ) -> None:
     """Destroy instances with ftkit's label that no running job owns, and close stale leases."""
     extra = {name: _options(option) for name in provider}
-    built, skipped = providers_for_gc(extra)
+    ledger = LeaseLedger()
+    built, skipped = providers_for_gc(extra, ledger)
+    _print_problems(ledger)
 
     async def main() -> list[Any]:
         try:
-            return await collect(built, dry_run=dry_run)
+            return await collect(built, ledger, dry_run=dry_run)
         finally:
             for p in built.values():
                 await p.aclose()

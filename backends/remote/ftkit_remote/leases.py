@@ -1,36 +1,52 @@
 """The lease ledger: a record of every machine ftkit may be paying for, written BEFORE create.
 
-``$FTKIT_HOME/remote/leases.json`` (next to the core registry, which this package does not change)
+``$FTKIT_HOME/remote/leases.jsonl`` (next to the core registry, which this package does not change)
 holds one lease per run, keyed by its label ``ftkit-<job id>``. The order of writes is what makes
 leaks recoverable: the lease exists before the provider is asked to create anything, the instance
 id is added the moment it is known, and the lease is closed only after the instance is verified
 gone. A crash anywhere leaves either no instance or an instance that ``ftkit remote gc`` finds by
-label. Writes are atomic (temp file + ``os.replace``) under an exclusive ``flock``, so several
-processes can share the ledger. Secrets are never stored: provider options are kept without keys.
+label.
+
+The ledger must stay readable whatever happens to it, because it is what finds a leaked machine:
+
+- It is an append-only log, one whole lease per line; the last readable line of a label wins. A
+  writer appends one complete line with a single ``write`` under a :class:`filelock.FileLock`, after
+  checking that the line reads back as a lease (no ``inf``, no ``nan``: ``Lease`` refuses them), and
+  starts a new line first if a crash left the file without a final newline.
+- A reader takes no lock and never fails on content: a torn, truncated or garbage line, a line
+  with ``inf`` or a record that no longer validates is skipped and reported in
+  :attr:`LeaseLedger.problems` (``ftkit remote gc`` prints them). A skipped lease costs nothing
+  but ownership: gc treats its instance as unowned and destroys it.
+- The one-object ``leases.json`` of earlier versions is still read (under the log), never written.
+
+Secrets are never stored: provider options are kept without keys.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ftkit.atomic import atomic_write_bytes
 from ftkit.paths import ftkit_home
 
 _SECRET_OPTIONS = frozenset({"api_key"})
+LEGACY_NAME = "leases.json"
+COMPACT_BYTES = 1 << 20
+"""Above this size, opening a lease first rewrites the log with one line per lease (unreadable lines kept)."""
 
 
 class Lease(BaseModel):
     """One run's claim on a machine."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # an inf deadline is no deadline, and JSON cannot hold it
 
     label: str = Field(description="ftkit-<job id>: the label the instance carries at the provider.")
     job_id: str
@@ -67,56 +83,143 @@ def public_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in _SECRET_OPTIONS}
 
 
+def _why(e: ValidationError) -> str:
+    err = e.errors()[0]
+    if err["type"] == "json_invalid":
+        return "not a JSON record"
+    return f"{'.'.join(str(x) for x in err['loc']) or 'record'}: {err['msg']}"
+
+
 class LeaseLedger:
-    """The JSON ledger of leases under ``$FTKIT_HOME/remote``."""
+    """The append-only JSON-lines ledger of leases under ``$FTKIT_HOME/remote``.
+
+    Attributes:
+        path: the log (``leases.jsonl``).
+        problems: what the last read skipped, one line each (file, line number, why).
+    """
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or ftkit_home() / "remote" / "leases.json"
+        self.path = path or ftkit_home() / "remote" / "leases.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.legacy = self.path.with_name(LEGACY_NAME)
+        self.problems: list[str] = []
+        self._lock = FileLock(str(self.path) + ".lock")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = orjson.loads(self.path.read_bytes()) if self.path.exists() else {}
-            before = dict(data)
-            yield data
-            if data != before:
-                atomic_write_bytes(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    # ------------------------------------------------------------------ reading
 
-    def open(self, lease: Lease) -> Lease:
-        """Record a lease (before create). An open lease with the same label is an error: one run, one machine."""
-        with self._locked() as data:
-            old = data.get(lease.label)
-            if old and old["status"] != "released":
-                raise RuntimeError(f"lease {lease.label} is already open (instance {old.get('instance_id')})")
-            data[lease.label] = lease.model_dump(mode="json")
-        return lease
+    def _read(self) -> dict[str, Lease]:
+        """The latest readable lease of each label; what could not be read goes to ``problems``."""
+        problems: list[str] = []
+        leases = self._read_legacy(problems)
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        lines = raw.split(b"\n")
+        for no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                lease = Lease.model_validate_json(line)
+            except ValidationError as e:
+                last = no == len(lines)  # no newline after it: a write in progress, or torn by a crash
+                why = "incomplete last line (being written, or torn by a crash)" if last else _why(e)
+                problems.append(f"{self.path}:{no}: skipped, {why}")
+                continue
+            leases[lease.label] = lease
+        self.problems = problems
+        return leases
 
-    def update(self, label: str, **fields: Any) -> Lease:
-        """Change fields of a lease and return it."""
-        with self._locked() as data:
-            if label not in data:
-                raise KeyError(label)
-            data[label] = data[label] | fields
-            return Lease.model_validate(data[label])
+    def _read_legacy(self, problems: list[str]) -> dict[str, Lease]:
+        if not self.legacy.exists():
+            return {}
+        try:
+            data = orjson.loads(self.legacy.read_bytes())
+        except (orjson.JSONDecodeError, OSError) as e:
+            problems.append(f"{self.legacy}: skipped, unreadable ({e})")
+            return {}
+        if not isinstance(data, dict):
+            problems.append(f"{self.legacy}: skipped, not a JSON object")
+            return {}
+        out: dict[str, Lease] = {}
+        for label, record in data.items():
+            try:
+                out[label] = Lease.model_validate(record)
+            except ValidationError as e:
+                problems.append(f"{self.legacy}: lease {label!r} skipped, {_why(e)}")
+        return out
 
     def get(self, label: str) -> Lease | None:
-        """The lease with this label, if any."""
-        with self._locked() as data:
-            raw = data.get(label)
-        return Lease.model_validate(raw) if raw else None
+        """The lease with this label, if any (readable)."""
+        return self._read().get(label)
 
     def all(self) -> list[Lease]:
-        """Every lease, released ones included, oldest first."""
-        with self._locked() as data:
-            leases = [Lease.model_validate(v) for v in data.values()]
-        return sorted(leases, key=lambda x: x.created_at)
+        """Every readable lease, released ones included, oldest first."""
+        return sorted(self._read().values(), key=lambda x: x.created_at)
 
     def open_leases(self) -> list[Lease]:
         """Leases whose machine may still exist."""
         return [x for x in self.all() if x.status != "released"]
 
+    # ------------------------------------------------------------------ writing
+
+    def _append(self, lease: Lease) -> None:
+        """Append one complete line (under the lock): a record that reads back, after a newline if one is missing."""
+        line = lease.model_dump_json().encode()
+        Lease.model_validate_json(line)  # never write what a reader would have to skip
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            data = (b"\n" if torn else b"") + line + b"\n"
+            while data:  # one write for a line this size; the loop only guards a short write
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _compact(self, leases: dict[str, Lease]) -> None:
+        """Rewrite the log atomically with one line per lease, keeping unreadable lines as they were."""
+        kept = [ln for ln in self.path.read_bytes().split(b"\n") if ln.strip() and not _readable(ln)]
+        body = b"".join(ln + b"\n" for ln in kept)
+        body += b"".join(x.model_dump_json().encode() + b"\n" for x in sorted(leases.values(), key=_created))
+        atomic_write_bytes(self.path, body)
+
+    def open(self, lease: Lease) -> Lease:
+        """Record a lease (before create). An open lease with the same label is an error: one run, one machine."""
+        lease = Lease.model_validate(lease.model_dump())  # a lease built with bad numbers fails here, before create
+        with self._lock:
+            leases = self._read()
+            old = leases.get(lease.label)
+            if old is not None and old.status != "released":
+                raise RuntimeError(f"lease {lease.label} is already open (instance {old.instance_id})")
+            if self.path.exists() and self.path.stat().st_size > COMPACT_BYTES:
+                self._compact(leases)
+            self._append(lease)
+        return lease
+
+    def update(self, label: str, **fields: Any) -> Lease:
+        """Change fields of a lease and return it (a change that would not validate is refused, not written)."""
+        with self._lock:
+            current = self._read().get(label)
+            if current is None:
+                raise KeyError(label)
+            lease = Lease.model_validate(current.model_dump() | fields)
+            self._append(lease)
+        return lease
+
     def release(self, label: str, cost_usd: float | None, note: str = "") -> Lease:
         """Close a lease once its instance is verified gone."""
         return self.update(label, status="released", destroyed_at=time.time(), cost_usd=cost_usd, note=note)
+
+
+def _readable(line: bytes) -> bool:
+    try:
+        Lease.model_validate_json(line)
+    except ValidationError:
+        return False
+    return True
+
+
+def _created(lease: Lease) -> float:
+    return lease.created_at

@@ -26,6 +26,7 @@ from typing import Any
 from ftkit.backend import CostEstimate, PollResult
 from ftkit.errors import BackendError, ConfigError, FtkitError
 from ftkit.events import Event, JobStatus
+from ftkit_remote.interrupts import signals_held
 from ftkit_remote.jobfolder import stage_job_folder
 from ftkit_remote.leases import Lease, public_options
 from ftkit_remote.providers import (
@@ -122,11 +123,14 @@ class RemoteRun(Provisioning):
             # submit() returns only an id: keep its events in the state for the first poll to report.
             self.st["pending_events"] = [e.model_dump(mode="json") for e in self._take()]
             return f"{self.provider.name}:{instance_id}"
-        except BaseException as e:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt), errors: never leave it running
+        except BaseException as e:  # errors, Ctrl-C, SIGTERM (as KeyboardInterrupt), SystemExit: never leave it running
             why = "interrupted" if isinstance(e, KeyboardInterrupt | asyncio.CancelledError) else str(e)
-            await asyncio.shield(self._teardown(f"setup failed: {why}"))
-            if isinstance(e, FtkitError | KeyboardInterrupt | asyncio.CancelledError):
-                raise
+            why = why or type(e).__name__
+            # A second Ctrl-C or SIGTERM would cut the teardown short and leave the machine billing: hold them.
+            with signals_held("destroying the machine before stopping"):
+                await asyncio.shield(self._teardown(f"setup failed: {why}"))
+            if isinstance(e, FtkitError) or not isinstance(e, Exception):
+                raise  # ftkit's own errors, and interruptions and exits, go on as they are
             raise BackendError(f"[remote] setup failed: {type(e).__name__}: {e}") from e
 
     async def poll(self) -> PollResult:
@@ -223,7 +227,7 @@ class RemoteRun(Provisioning):
         except ValueError:
             return None  # caught mid-write by a non-atomic writer: read again next time
 
-    async def cancel(self) -> None:
+    async def cancel(self, reason: str = "cancelled") -> None:
         """Stop the worker (it writes ``cancelled``), fetch what it wrote, destroy the machine."""
         if self.st.get("phase") == "done":
             return
@@ -240,5 +244,5 @@ class RemoteRun(Provisioning):
             except SshError as e:
                 self.note(f"could not reach the machine to stop the worker ({e}); destroying it anyway",
                           level="warning")  # fmt: skip
-        self.st["final"] = {"status": "cancelled", "error": None}
-        await self._teardown("cancelled")
+        self.st["final"] = {"status": "cancelled", "error": None if reason == "cancelled" else reason}
+        await self._teardown(reason)

@@ -86,9 +86,10 @@ class RunBase:
         """Destroy (by id, or by label when the id was never learned), verify, cost, close the lease."""
         self.st["phase"], self.st["final_reason"] = "destroying", reason
         self.st.setdefault("final", {"status": "failed", "error": reason})
-        lease = self.ledger.get(self.label)
+        # The ledger is bookkeeping: a ledger that cannot be read or written must never stop the destroy.
+        lease = self._ledger("read the lease", self.ledger.get, self.label)
         if lease is not None and lease.status != "released":
-            self.ledger.update(self.label, status="destroying", note=reason)
+            self._ledger("mark the lease destroying", self.ledger.update, self.label, status="destroying", note=reason)
         ids: list[str] = []
         if self.provider.caps.rents:
             ids = [str(self.st["instance_id"])] if self.st.get("instance_id") else []
@@ -112,9 +113,22 @@ class RunBase:
             self.st["actual_cost"] = {"usd": round(price * hours, 6), "hours": hours, "source": source}
             self.note(f"machine destroyed ({reason}); cost ${price * hours:.4f}", kind="cost",
                       usd=price * hours, hours=hours)  # fmt: skip
-        if lease is not None:
-            self.ledger.release(self.label, (self.st.get("actual_cost") or {}).get("usd"), reason)
+        if lease is None or lease.status != "released":  # None: unreadable, or never opened (KeyError is fine)
+            cost = (self.st.get("actual_cost") or {}).get("usd")
+            self._ledger("close the lease", self.ledger.release, self.label, cost, reason, missing_ok=True)
         self.st["phase"] = "done"
+
+    def _ledger(self, what: str, call: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """Call the ledger; on failure say so in the events and go on (gc closes what is left open)."""
+        try:
+            return call(*args, **kwargs)
+        except KeyError:
+            if not missing_ok:
+                self.note(f"lease ledger: no lease {self.label} to {what}", level="warning")
+        except Exception as e:  # any ledger failure: the machine comes first
+            self.note(f"lease ledger: could not {what} ({type(e).__name__}: {e}); going on with the teardown, "
+                      "`ftkit remote gc` closes what stays open", level="error")  # fmt: skip
+        return None
 
     async def _stop_on_own_host(self) -> None:
         """On a host the user owns nothing is destroyed: stop our worker and dead-man switch only."""
