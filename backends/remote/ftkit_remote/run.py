@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from typing import Any
 
@@ -47,7 +48,14 @@ class RemoteRun(Provisioning):
         return self.config.setup_hours + self.config.estimated_train_hours
 
     async def _offers(self) -> list[Offer]:
-        offers = await self.provider.search_offers(self.config.offer_query())
+        offers = []
+        for offer in await self.provider.search_offers(self.config.offer_query()):
+            # A price the guards cannot compare (nan, inf) or one below zero (or zero where the machine is rented)
+            # would slip past max_cost: such an offer is never taken.
+            if math.isfinite(offer.price_per_hour) and (offer.price_per_hour > 0 or not self.provider.caps.rents):
+                offers.append(offer)
+            else:
+                self.note(f"offer {offer.offer_id} skipped: price {offer.price_per_hour!r}/h", level="warning")
         if not offers:
             raise ConfigError(
                 f"[remote] no {self.config.provider} offer matches gpu_names={self.config.gpu_names or 'any'}, "
