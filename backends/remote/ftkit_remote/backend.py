@@ -22,6 +22,7 @@ from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_remote.config import RemoteConfig
 from ftkit_remote.interrupts import signals_held, sigterm_as_interrupt
+from ftkit_remote.providers import provider_config
 from ftkit_remote.run import RemoteRun
 
 __all__ = ["RemoteBackend", "RemoteConfig"]
@@ -47,6 +48,13 @@ class RemoteBackend(Backend):
         except ImportError:
             return "smollm2-135m"
         return str(DEFAULT_CAUSAL)
+
+    def parse_config(self, options: dict[str, Any]) -> BackendConfig:
+        """The remote options, and the chosen provider's own options, validated (limits included) at parse time."""
+        config = super().parse_config(options)
+        assert isinstance(config, RemoteConfig)
+        provider_config(config.provider, config.provider_options, need_key=False)  # the key is checked at use
+        return config
 
     def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
         """The same rules as the hf backend (the same trainer runs remotely); none for a custom worker."""

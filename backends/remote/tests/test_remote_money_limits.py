@@ -10,7 +10,7 @@ from ftkit_remote.emulators.common import EmulatorServer
 from ftkit_remote.leases import LeaseLedger
 from remote_testkit import provider_options, remote_options
 
-from ftkit import FineTuneJob, JobSpec
+from ftkit import FineTuneJob, JobSpec, get_backend
 from ftkit.errors import ConfigError
 from ftkit.events import JobStatus
 
@@ -28,6 +28,17 @@ def test_provider_option_limits_are_refused_before_anything_is_rented(
     with pytest.raises(ConfigError, match=rf"^\[remote\.lambda\] {option}"):
         FineTuneJob.create(_spec(data_file), backend="remote", options=remote_options(lambda_, provider_options=opts))
     assert not lambda_.state.instances and not LeaseLedger().all()
+
+
+def test_provider_option_limits_are_refused_at_parse_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ftkit` refuses a broken provider limit where it reads the config, before any key or network is needed."""
+    monkeypatch.delenv("VAST_API_KEY")
+    backend = get_backend("remote")
+    with pytest.raises(ConfigError, match=r"^\[remote\.vast\] retry\.timeout_s: Input should be a finite number$"):
+        backend.parse_config({"provider": "vast", "provider_options": {"retry": {"timeout_s": "inf"}}})
+    with pytest.raises(ConfigError, match=r"^\[remote\.ssh\] price_per_hour: "):
+        backend.parse_config({"provider": "ssh", "provider_options": {"host": "h", "price_per_hour": -1}})
+    backend.parse_config({"provider": "vast", "provider_options": {"retry": {"timeout_s": 5}}})  # no key: fine here
 
 
 def test_an_offer_with_a_price_the_guards_cannot_compare_is_never_taken(vast: EmulatorServer, data_file: Path) -> None:

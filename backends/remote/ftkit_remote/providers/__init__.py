@@ -50,24 +50,34 @@ def make_provider(name: str, options: dict[str, Any] | None = None) -> Provider:
         ConfigError: unknown provider or bad options.
         AuthenticationError: no API key in the options nor in the environment.
     """
+    config = provider_config(name, options)
+    return PROVIDERS[name][0](config)  # type: ignore[call-arg]
+
+
+def provider_config(name: str, options: dict[str, Any] | None = None, need_key: bool = True) -> BaseModel:
+    """The validated options of provider ``name``; ``need_key=False`` checks them without an API key at hand.
+
+    Raises:
+        ConfigError: unknown provider or bad options, as ``[remote.NAME] option: problem``.
+        AuthenticationError: ``need_key`` and no API key in the options nor in the environment.
+    """
     if name not in PROVIDERS:
         raise ConfigError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
-    cls, config_cls, key_env = PROVIDERS[name]
+    _, config_cls, key_env = PROVIDERS[name]
     opts = dict(options or {})
     if opts.get("api_key") in _REDACTED:  # the registry stores options with secrets redacted
         opts.pop("api_key")
     if key_env is not None and not opts.get("api_key"):
-        opts["api_key"] = os.environ.get(key_env, "")
+        opts["api_key"] = os.environ.get(key_env, "") or ("" if need_key else "not-checked-here")
         if not opts["api_key"]:
             raise AuthenticationError(f"{name}: no API key; set {key_env} or the provider's api_key option")
     if name in _URL_ENV and "base_url" not in opts and os.environ.get(_URL_ENV[name]):
         opts["base_url"] = os.environ[_URL_ENV[name]]
     try:
-        config = config_cls.model_validate(opts)
+        return config_cls.model_validate(opts)
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"[remote.{name}] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return cls(config)  # type: ignore[call-arg]
 
 
 __all__ = [
@@ -87,4 +97,5 @@ __all__ = [
     "SshEndpoint",
     "Tier",
     "make_provider",
+    "provider_config",
 ]
