@@ -174,6 +174,8 @@ def test_gc_destroys_a_leak_whatever_the_ledger_holds(vast: EmulatorServer) -> N
         f.write(os.urandom(64).replace(b"\n", b"") + b"\n")
         f.write(b'{"label": "ftkit-torn", "jo')
     ledger.legacy.write_bytes(b"{ torn")
+    r = CliRunner().invoke(app, ["instances", "-p", "vast", "-o", f"base_url={vast.url}"])
+    assert r.exit_code == 0 and "lease ledger:" in r.output and iid in r.output, r.output
     out = _gc(vast)
     assert "destroyed" in out and "ftkit-leaked" in out, out
     assert out.count("lease ledger:") >= 4 and "leases.json:" in out, out
