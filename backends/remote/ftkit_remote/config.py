@@ -13,8 +13,9 @@ from ftkit_remote.providers.base import OfferQuery, Tier
 class RemoteConfig(BackendConfig):
     """Options of the remote backend: which provider, which machine, and the limits that cap the bill.
 
-    Every limit is finite and above zero (the base model refuses ``inf`` and ``nan``): a run always
-    has a deadline, and the dead-man switch always fires.
+    Every limit is finite and above zero (the base model refuses ``inf`` and ``nan``), and the ones the
+    dead-man switch's shell script uses have a ceiling (a year of ``max_duration_hours`` is the most):
+    a run always has a deadline, and the switch always fires.
     """
 
     zero_allowed: ClassVar[dict[str, str]] = {
@@ -39,7 +40,7 @@ class RemoteConfig(BackendConfig):
     estimated_train_hours: float = Field(default=1.0, gt=0, description="Training time assumed by the estimate.")
     setup_hours: float = Field(default=0.25, gt=0, description="Boot, upload and download time assumed.")
     max_duration_hours: float = Field(
-        default=6.0, gt=0, description="The machine is destroyed after this long, finished or not."
+        default=6.0, gt=0, le=8760, description="The machine is destroyed after this long, finished or not (≤ 1 year)."
     )
     ready_timeout_s: float | None = Field(
         default=None, gt=0, description="Give up on a machine not usable after this long (provider default)."
@@ -73,9 +74,12 @@ class RemoteConfig(BackendConfig):
     )
     remote_dir: str = Field(default="ftkit-jobs", description="Folder under the remote home for job folders.")
     deadman: bool = Field(default=True, description="Install the on-machine dead-man switch where possible.")
-    deadman_check_s: float = Field(default=30.0, gt=0, description="How often the dead-man switch looks.")
+    deadman_check_s: float = Field(
+        default=30.0, gt=0, le=600, description="How often the dead-man switch looks (≤ 600: it may act this late)."
+    )
     finished_grace_s: float = Field(
-        default=1800.0, gt=0, description="The switch destroys the machine this long after the job ended unfetched."
+        default=1800.0, gt=0, le=604_800,
+        description="The switch destroys the machine this long after the job ended unfetched (≤ 7 days).",
     )
     ssh_key_path: str | None = Field(default=None, description="Private key to use; default $FTKIT_HOME/remote.")
     poll_interval: float = Field(default=5.0, gt=0, description="Seconds between looks at a running job.")

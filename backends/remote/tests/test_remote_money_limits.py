@@ -41,6 +41,14 @@ def test_provider_option_limits_are_refused_at_parse_without_a_key(monkeypatch: 
     backend.parse_config({"provider": "vast", "provider_options": {"retry": {"timeout_s": 5}}})  # no key: fine here
 
 
+@pytest.mark.parametrize(("option", "value"), [("max_duration_hours", 1e300), ("deadman_check_s", 1e9),
+                                               ("finished_grace_s", 1e30)])  # fmt: skip
+def test_a_finite_limit_too_big_to_bound_anything_is_refused(option: str, value: float) -> None:
+    """1e300 hours is finite but no deadline: the switch's shell arithmetic overflows and `sleep 1e9` never wakes."""
+    with pytest.raises(ConfigError, match=rf"^\[remote\] {option}: Input should be less than or equal to"):
+        get_backend("remote").parse_config({"provider": "vast", option: value})
+
+
 def test_an_offer_with_a_price_the_guards_cannot_compare_is_never_taken(vast: EmulatorServer, data_file: Path) -> None:
     """A marketplace row priced below zero would pass any max_cost check: it is skipped, the next one taken."""
     vast.state.offers[0]["dph_base"] = -5.0
