@@ -90,7 +90,7 @@ _HINTS = {
     errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
     errno.EROFS: "that file system is read-only; set FTKIT_HOME or the output path to a writable folder",
     errno.EACCES: "no permission; set FTKIT_HOME or the output path to a folder you can write",
-    errno.EPERM: "not permitted",
+    errno.EPERM: "set FTKIT_HOME or the output path to a folder you can write",
 }
 
 

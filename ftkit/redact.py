@@ -74,12 +74,12 @@ def _values_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
 
 def redact_text(text: str) -> str:
     """``text`` with URL credentials, secret query parameters, bearer tokens and known secrets masked."""
-    pattern = _values_pattern(secret_values())
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    # Shapes first: a known value inside URL credentials must not hide the credentials' shape.
     text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
     text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
-    return _AUTH_HEADER.sub(rf"\1 {MASK}", text)
+    text = _AUTH_HEADER.sub(rf"\1 {MASK}", text)
+    pattern = _values_pattern(secret_values())
+    return text if pattern is None else pattern.sub(MASK, text)
 
 
 def redact(value: Any) -> Any:
