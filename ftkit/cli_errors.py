@@ -155,14 +155,16 @@ def _os_error(exc: OSError) -> tuple[ExitCode, str]:
 
 
 def _ftkit_message(exc: FtkitError) -> str:
-    report = getattr(exc, "report", None)
-    errors = getattr(report, "errors", None)
-    if errors:
-        # A validation report is many lines; the command line gets the first error and a count.
-        first = errors[0]
-        total = sum(getattr(report, "error_counts", {}).values()) or len(errors)
-        more = f" (and {total - 1} more; ftkit validate {report.path} lists them)" if total > 1 else ""  # type: ignore[union-attr]
-        return f"{report.path}:{first.line or '-'}: {first.code}: {first.message}{more}"  # type: ignore[union-attr]
+    if isinstance(exc, DatasetError) and exc.report is not None:
+        from ftkit.data.scan import ValidationReport  # here: the CLI starts without numpy
+
+        report = exc.report
+        if isinstance(report, ValidationReport) and report.errors:
+            # A validation report is many lines; the command line gets the first error and a count.
+            first = report.errors[0]
+            total = sum(report.error_counts.values())
+            more = f" (and {total - 1} more; ftkit validate {report.path} lists them)" if total > 1 else ""
+            return f"{report.path}:{first.line or '-'}: {first.code}: {first.message}{more}"
     return str(exc) or type(exc).__name__
 
 
@@ -190,7 +192,7 @@ class FtkitGroup(typer.core.TyperGroup):
         """Run the command; turn any error that is not click's own into one line and an exit code."""
         try:
             return super().invoke(ctx)
-        except (_TyperUsageError, typer.Exit, typer.Abort):
-            raise  # usage errors, --help, typer.Exit: typer prints and exits as usual
+        except (_TyperUsageError, typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # usage errors, --help, typer.Exit, a closed pipe (`| head`): typer handles them as usual
         except (Exception, KeyboardInterrupt) as e:
             raise typer.Exit(int(report(e, debug=debug_requested(ctx)))) from None

@@ -38,7 +38,8 @@ _SECRET_ENV = re.compile(
 # Shorter values ("1", "true", "dev") would mask unrelated text; real keys are far longer.
 MIN_SECRET_LENGTH = 8
 
-_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/?#@\s'\"<>]+@", re.I)
+# user:password, or a long token as the user (https://ghp_...@github.com); "git@" in ssh URLs is no secret.
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)(?:[^/?#@\s'\"<>:]*:[^/?#@\s'\"<>]*|[^/?#@\s'\"<>]{16,})@", re.I)
 _SECRET_PARAM = re.compile(
     r"([?&;](?:[^=&#\s'\"]*?)(?:key|token|secret|password|passwd|signature|sig|auth|credential)[^=&#\s'\"]*=)"
     r"[^&#\s'\"<>]+",

@@ -46,7 +46,7 @@ def test_shapes_are_masked_and_the_rest_kept() -> None:
         f"with header Authorization: Bearer {MASK}"
     )
     # Not secrets: plain URLs, ports, e-mail addresses, token counts.
-    plain = "see https://example.com:8443/a?page=2 or mail a@b.org; billed_tokens=1234"
+    plain = "see https://example.com:8443/a?page=2, git+ssh://git@github.com/o/r or a@b.org; billed_tokens=1234"
     assert redact_text(plain) == plain
 
 
@@ -120,3 +120,12 @@ def test_the_command_line_masks_errors_and_json(tmp_path: Path, env_secrets: dic
     r = CliRunner().invoke(app, ["status", "ftk-old", "--json"], env={"FTKIT_HOME": str(home)})
     assert r.exit_code == 0, r.output
     assert key not in r.stdout and json.loads(r.stdout)["error"] == f"401 from https://{MASK}@api.example.com"
+
+
+def test_ftkit_errors_are_masked_when_raised(env_secrets: dict[str, str]) -> None:
+    from ftkit.errors import APIError, AuthenticationError
+
+    key = env_secrets["LAMBDA_API_KEY"]
+    err = APIError(f"401 from https://cloud.example.com/api/v1?api_key={key}: key {key} is invalid", status_code=401)
+    assert key not in str(err) and err.status_code == 401
+    assert str(AuthenticationError(f"https://u:{key}@h refused")) == f"https://{MASK}@h refused"
