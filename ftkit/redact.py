@@ -60,9 +60,22 @@ def remember_secret(value: object) -> None:
 
 def secret_values() -> frozenset[str]:
     """The secrets masked by value: secret-looking environment variables and values seen under secret keys."""
-    from_env = {v for k, v in os.environ.items() if len(v) >= MIN_SECRET_LENGTH and _SECRET_ENV.search(k) is not None}
+    # The store redacts on every write: reading os.environ decodes every variable (~100 us), so the
+    # scan is cached on the raw environment, which is cheap to hash (~4 us) and changes with setenv.
+    raw = getattr(os.environ, "_data", None)
+    from_env = _env_secrets(tuple(raw.items()) if isinstance(raw, dict) else tuple(os.environ.items()))
     with _seen_lock:
-        return frozenset(from_env | _seen)
+        return from_env | _seen if _seen else from_env
+
+
+@lru_cache(maxsize=8)
+def _env_secrets(items: tuple[tuple[str | bytes, str | bytes], ...]) -> frozenset[str]:
+    found = set()
+    for k, v in items:
+        name, value = os.fsdecode(k), os.fsdecode(v)
+        if len(value) >= MIN_SECRET_LENGTH and _SECRET_ENV.search(name) is not None:
+            found.add(value)
+    return frozenset(found)
 
 
 @lru_cache(maxsize=8)
@@ -75,12 +88,19 @@ def _values_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
 
 def redact_text(text: str) -> str:
     """``text`` with URL credentials, secret query parameters, bearer tokens and known secrets masked."""
+    return _mask(text, _values_pattern(secret_values()))
+
+
+def _mask(text: str, values: re.Pattern[str] | None) -> str:
     # Shapes first: a known value inside URL credentials must not hide the credentials' shape.
-    text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
-    text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
-    text = _AUTH_HEADER.sub(rf"\1 {MASK}", text)
-    pattern = _values_pattern(secret_values())
-    return text if pattern is None else pattern.sub(MASK, text)
+    # (The substring tests skip the regular expressions for the many strings that cannot match.)
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
+    if "=" in text:
+        text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
+    if "Bearer" in text or "Basic" in text or "Token" in text:
+        text = _AUTH_HEADER.sub(rf"\1 {MASK}", text)
+    return text if values is None else values.sub(MASK, text)
 
 
 def redact(value: Any) -> Any:
@@ -91,7 +111,7 @@ def redact(value: Any) -> Any:
     # Every secret of the structure is known before any string is masked, so a key given as an
     # option is masked where the same structure repeats it elsewhere (a URL, an error message).
     _remember_keyed(value)
-    return _redact(value)
+    return _redact(value, _values_pattern(secret_values()))  # reading the environment once per call
 
 
 def _remember_keyed(value: Any) -> None:
@@ -106,11 +126,11 @@ def _remember_keyed(value: Any) -> None:
             _remember_keyed(v)
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: Any, values: re.Pattern[str] | None) -> Any:
     if isinstance(value, dict):
-        return {k: (MASK if SECRET_KEY.fullmatch(str(k)) else _redact(v)) for k, v in value.items()}
+        return {k: (MASK if SECRET_KEY.fullmatch(str(k)) else _redact(v, values)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redact(v) for v in value]
+        return [_redact(v, values) for v in value]
     if isinstance(value, str):
-        return redact_text(value)
+        return _mask(value, values)
     return value
