@@ -144,7 +144,12 @@ class JobSpec(BaseModel):
 
         A backend section may override ``model`` and individual ``hyperparameters``; the rest
         of the section is returned as options for the backend's config model to validate.
+
+        Raises:
+            ConfigError: a section names no installed or known backend and no known table (with a
+                "did you mean"), or its hyperparameters are invalid.
         """
+        _check_sections(None, self.backend_options)  # a spec built in Python, at create/estimate time
         section = dict(self.backend_options.get(name, {}))
         updates: dict[str, Any] = {"backend": name}
         if "model" in section:
@@ -188,16 +193,19 @@ def _read_config(p: Path) -> dict[str, Any]:
     return data
 
 
-def _check_sections(p: Path, sections: dict[str, dict[str, Any]]) -> None:
+def _check_sections(p: Path | None, sections: dict[str, dict[str, Any]]) -> None:
     """Every backend section names an installed or known backend, or a known table; else "did you mean"."""
     from ftkit.backend import _INSTALL_HINTS, installed_backends
 
+    if all(name in _INSTALL_HINTS or name in KNOWN_TABLES for name in sections):
+        return  # the usual case, without reading the entry points
     backends = sorted(set(installed_backends()) | set(_INSTALL_HINTS))
     valid = [*backends, *KNOWN_TABLES]
     for name in sections:
         if name in valid:
             continue
-        msg = f"{p}: [{name}] names no installed backend and no known table"
+        msg = f"{p}: " if p is not None else ""
+        msg += f"[{name}] names no installed backend and no known table"
         close = difflib.get_close_matches(name, [*valid, "hyperparameters"], n=1)
         if close:
             msg += f"; did you mean [{close[0]}]?"

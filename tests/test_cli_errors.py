@@ -93,6 +93,10 @@ def test_a_section_that_names_no_backend_suggests_one(tmp_path: Path) -> None:
         assert "[hff] names no installed backend and no known table; did you mean [hf]?" in one_line(r)
     with pytest.raises(ConfigError, match=r"did you mean \[hf\]"):
         FineTuneJob.create(cfg)
+    register_backend(FakeBackend)
+    built = JobSpec(task="classification", train=tmp_path / "t.jsonl", backend_options={"fkae": {"steps": 2}})
+    with pytest.raises(ConfigError, match=r"^\[fkae\] names no installed backend.*did you mean \[fake\]\?"):
+        FineTuneJob.create(built, backend="fake")  # a spec built in Python is checked at create time
     cfg.write_text(CHAT_TOML + "[hyperparameter]\nepochs = 2\n")
     assert "did you mean [hyperparameters]?" in one_line(run("train", str(cfg)))
     # Known backends (installed or not) and the [costs] table are fine; the typo check is not a guess.
