@@ -1,67 +1,63 @@
 """The ``ftkit`` command: data checks, jobs, backends, evaluation and costs.
 
-Every command turns an ``FtkitError`` into one clear line on stderr and exit code 2;
-``validate`` exits 1 when the file has errors. No command prints a traceback for bad input.
+Every failure reaches the terminal as one line on stderr with a documented exit code (the
+table is in :mod:`ftkit.cli_errors`): 1 the data is wrong (``validate`` found errors), 2 the
+command cannot run as given, 3 a backend failed, 4 the machine stopped it (a full disk), 130
+interrupted. ``FTKIT_DEBUG=1`` or ``ftkit --debug`` adds the traceback. Commands that write files
+check every output first and never replace an existing file without ``--force``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftkit.cli_errors import FtkitGroup, debug_requested, report, set_debug
 from ftkit.errors import FtkitError
+from ftkit.redact import redact
 
+HELP = "Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate."
 app = typer.Typer(
-    help="Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate.",
+    cls=FtkitGroup,
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 # Piped output (scripts, CI logs) gets wide tables instead of ids wrapped across lines.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="openai:<model> or hf:<path>")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 
 
-def clean_errors(fn: F) -> F:
-    """Turn ftkit errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FtkitError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (or FTKIT_DEBUG=1).")] = False,
+) -> None:
+    """Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate."""
+    set_debug(ctx, debug)
 
 
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON on stdout, secrets masked (``--json`` output)."""
+    sys.stdout.write(json.dumps(redact(json.loads(json.dumps(obj, default=str))), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------ data
 
 
 @app.command()
-@clean_errors
 def validate(
     path: Path,
     target: TargetOpt = None,
@@ -73,7 +69,7 @@ def validate(
 
     report = Dataset.load(path).validate(target=target, labels=labels.split(",") if labels else None)
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         for issue in [*report.errors, *report.warnings]:
             colour = "red" if issue.level == "error" else "yellow"
@@ -94,7 +90,6 @@ def validate(
 
 
 @app.command()
-@clean_errors
 def stats(
     path: Path,
     target: TargetOpt = None,
@@ -106,7 +101,7 @@ def stats(
 
     s = Dataset.load(path).stats(target=target, test=test)
     if as_json:
-        _print_json(s.model_dump(mode="json"))
+        print_json(s.model_dump(mode="json"))
         return
     t = Table(title=f"{path} ({s.format}, tokens by {s.tokenizer})", show_header=False)
     t.add_row("examples", str(s.examples))
@@ -127,33 +122,40 @@ def stats(
 
 
 @app.command()
-@clean_errors
 def convert(
     path: Path,
     output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the chat JSONL.")],
     labels: Annotated[str | None, typer.Option(help="Comma-separated label vocabulary.")] = None,
     preamble: Annotated[str | None, typer.Option(help="System prompt; {labels} is filled in.")] = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Turn a classification file (text + label) into chat examples. PATH is never modified."""
+    """Turn a classification file (text + label) into chat examples. PATH is never modified.
+
+    Nothing is written when a line of PATH is not a valid example (exit 1) or OUT exists (exit 2, unless --force).
+    """
     from ftkit.data import convert_file
 
-    n = convert_file(path, output, labels=labels.split(",") if labels else None, preamble=preamble)
+    n = convert_file(path, output, labels=labels.split(",") if labels else None, preamble=preamble, force=force)
     out.print(f"wrote {n} chat examples to {output}")
 
 
 @app.command()
-@clean_errors
 def split(
     path: Path,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for train/validation/test.jsonl.")],
     validation: float = 0.1,
     test: float = 0.1,
     seed: int = 0,
+    force: ForceOpt = False,
 ) -> None:
-    """Deterministic stratified train/validation/test split by seed. PATH is never modified."""
+    """Deterministic stratified train/validation/test split by seed. PATH is never modified.
+
+    Examples are copied byte for byte. Nothing is written when a line of PATH is not a JSON object
+    (exit 1) or a part exists in the folder (exit 2, unless --force).
+    """
     from ftkit.data import split_file
 
-    for name, p in split_file(path, out_dir, validation=validation, test=test, seed=seed).items():
+    for name, p in split_file(path, out_dir, validation=validation, test=test, seed=seed, force=force).items():
         out.print(f"{name}: {p}")
 
 
@@ -161,7 +163,6 @@ def split(
 
 
 @app.command()
-@clean_errors
 def backends(as_json: JsonOpt = False) -> None:
     """Installed backends, their versions, and whether they are usable here."""
     from ftkit.backend import get_backend, installed_backends
@@ -174,7 +175,7 @@ def backends(as_json: JsonOpt = False) -> None:
             usable = f"unusable: {e}"
         rows.append({"name": name, "version": info.version, "distribution": info.distribution, "status": usable})
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print("no backends installed; e.g. pip install ftkit-hf")
@@ -183,7 +184,6 @@ def backends(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-@clean_errors
 def train(
     config: Path,
     backend: Annotated[str | None, typer.Option(help="Backend section of the config to use.")] = None,
@@ -204,7 +204,6 @@ def train(
 
 
 @app.command()
-@clean_errors
 def jobs(
     costs: Annotated[bool, typer.Option("--costs", help="Show estimated against actual cost.")] = False,
     limit: int = 50,
@@ -215,7 +214,7 @@ def jobs(
 
     records = JobStore().list(limit=limit)
     if as_json:
-        _print_json([r.model_dump(mode="json", exclude={"state"}) for r in records])
+        print_json([r.model_dump(mode="json", exclude={"state"}) for r in records])
         return
     t = Table("id", "backend", "status", "model", "created")
     if costs:
@@ -239,7 +238,6 @@ def jobs(
 
 
 @app.command()
-@clean_errors
 def status(job_id: str, as_json: JsonOpt = False) -> None:
     """Look at a job once (asks its backend when the job is still active)."""
     from ftkit.job import FineTuneJob
@@ -249,7 +247,7 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
         job.refresh()
     r = job.record
     if as_json:
-        _print_json(r.model_dump(mode="json", exclude={"state"}))
+        print_json(r.model_dump(mode="json", exclude={"state"}))
         return
     out.print(f"{r.id}  {r.backend}  {r.status.value}  ({r.backend_status or '-'})")
     for key in ("backend_job_id", "model", "error"):
@@ -261,7 +259,6 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-@clean_errors
 def events(
     job_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
@@ -278,7 +275,7 @@ def events(
         for seq, ev in store.events(job.id, after=seen):
             seen = seq
             if as_json:
-                sys.stdout.write(ev.model_dump_json() + "\n")
+                sys.stdout.write(json.dumps(redact(ev.model_dump(mode="json"))) + "\n")
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
                 detail = "" if ev.kind == "message" else " " + json.dumps(ev.data, default=str)
@@ -291,7 +288,6 @@ def events(
 
 
 @app.command()
-@clean_errors
 def cancel(job_id: str) -> None:
     """Cancel a job (from any process)."""
     from ftkit.job import FineTuneJob
@@ -320,9 +316,18 @@ def _mount_plugins() -> None:
 _mount_plugins()
 
 
-def main() -> None:
-    """Entry point of the ``ftkit`` console script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``ftkit`` console script (``argv`` defaults to ``sys.argv[1:]``).
+
+    Errors inside a command are handled by the app's group (:class:`ftkit.cli_errors.FtkitGroup`);
+    this catches the rest the same way (an interrupt or a failure while typer starts).
+    """
+    try:
+        app(args=argv)
+    except SystemExit:
+        raise
+    except BaseException as e:  # the last place an error can become one line
+        sys.exit(int(report(e, debug=debug_requested())))
 
 
 if __name__ == "__main__":

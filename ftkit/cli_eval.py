@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +24,7 @@ HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write a self-conta
 LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Comma-separated label vocabulary.")]
 CalOpt = Annotated[str | None, typer.Option("--calibrate", help="Fit a calibrator: platt or isotonic.")]
 BootOpt = Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 
 
 def _source(ref: str) -> Any:
@@ -49,18 +48,14 @@ def _money(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
 def _show(result: Any, html: Path | None, as_json: bool) -> None:
     """Write the HTML report when asked, then print the result as JSON or as tables."""
-    from ftkit.cli import out  # not at module level: ftkit.cli imports this module
+    from ftkit.cli import out, print_json  # not at module level: ftkit.cli imports this module
 
     if html is not None:
         result.to_html(html)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         result.print(out)
         if html is not None:
@@ -69,10 +64,10 @@ def _show(result: Any, html: Path | None, as_json: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``eval``, ``compare`` and ``estimate`` to the ``ftkit`` command."""
-    from ftkit.cli import clean_errors, out
+    from ftkit.cli import out, print_json
+    from ftkit.outputs import check_outputs
 
     @app.command("eval")
-    @clean_errors
     def eval_command(
         data: DataOpt,
         predictions: Annotated[Path | None, typer.Option("--predictions", "-p", help="Predictions JSONL.")] = None,
@@ -90,13 +85,24 @@ def register(app: typer.Typer) -> None:
         save_predictions: Annotated[Path | None, typer.Option(help="Write the model's predictions (JSONL).")] = None,
         bootstrap: BootOpt = 1000,
         name: Annotated[str | None, typer.Option(help="The model's name in the report.")] = None,
+        force: ForceOpt = False,
     ) -> None:
-        """Judge one model on a held-out file: from saved predictions, a job's model or a base model."""
+        """Judge one model on a held-out file: from saved predictions, a job's model or a base model.
+
+        Every output (--html, --save-calibrator, --save-predictions) is checked before the model runs.
+        """
         from ftkit.evaluate import evaluate, write_predictions
 
         given = [x for x in (predictions, job, base) if x is not None]
         if len(given) != 1:
             raise ConfigError("give exactly one of --predictions, --job or --base")
+        if save_calibrator is not None and calibrate is None:
+            raise ConfigError("--save-calibrator needs --calibrate")
+        check_outputs(
+            [p for p in (html, save_calibrator, save_predictions) if p is not None],
+            inputs=[data, predictions, holdout, holdout_predictions],
+            force=force,
+        )
         source: Any
         if predictions is not None:
             source = predictions
@@ -142,7 +148,6 @@ def register(app: typer.Typer) -> None:
         _show(report, html, as_json)
 
     @app.command("compare")
-    @clean_errors
     def compare_command(
         models: Annotated[list[str], typer.Argument(help="Job ids or predictions JSONL files (two or more).")],
         data: DataOpt,
@@ -151,12 +156,14 @@ def register(app: typer.Typer) -> None:
         html: HtmlOpt = None,
         calibrate: CalOpt = None,
         bootstrap: BootOpt = 1000,
+        force: ForceOpt = False,
     ) -> None:
         """Several models on the same test set: metrics side by side and McNemar's exact test per pair."""
         from ftkit.evaluate import compare
 
         if len(models) < 2:
             raise ConfigError("compare needs at least two jobs or predictions files")
+        check_outputs([html] if html else [], inputs=[data, *models], force=force)
         if calibrate not in (None, "platt", "isotonic"):
             raise ConfigError(f"--calibrate must be platt or isotonic, not {calibrate!r}")
         result = compare(
@@ -169,7 +176,6 @@ def register(app: typer.Typer) -> None:
         _show(result, html, as_json)
 
     @app.command("estimate")
-    @clean_errors
     def estimate_command(
         data: Annotated[Path | None, typer.Option("--data", "-d", help="Training JSONL.")] = None,
         config: Annotated[Path | None, typer.Option("--config", "-c", help="Job config (TOML/YAML).")] = None,
@@ -184,7 +190,7 @@ def register(app: typer.Typer) -> None:
 
         report = estimate_all(data, config=config, backends=backend or None, test=test)
         if as_json:
-            _print_json(report.model_dump(mode="json"))
+            print_json(report.model_dump(mode="json"))
             return
         for line in summary_lines(report):
             out.print(line, highlight=False)

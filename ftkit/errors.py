@@ -27,7 +27,16 @@ from __future__ import annotations
 
 
 class FtkitError(Exception):
-    """Base class of every error ftkit raises."""
+    """Base class of every error ftkit raises.
+
+    Its message is masked on the way in (:func:`ftkit.redact.redact_text`): a vendor's answer that
+    quotes a key or a URL with credentials never reaches a log, a traceback or the terminal.
+    """
+
+    def __init__(self, *args: object) -> None:
+        from ftkit.redact import redact_text  # here: errors.py is imported by everything, redact by few
+
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(FtkitError, ValueError):

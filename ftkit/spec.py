@@ -23,6 +23,7 @@ the same file switches backends with ``--backend NAME``::
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -107,13 +108,17 @@ class JobSpec(BaseModel):
             backend: select this backend (overrides the file's ``backend`` key).
 
         Raises:
-            ConfigError: the file is missing, unparsable, or holds an unknown key.
+            ConfigError: the file is missing, not UTF-8, unparsable, holds an unknown key, or a
+                section that names no installed backend and no known table (with a "did you mean").
         """
         p = Path(path)
         raw = _read_config(p)
         known = set(cls.model_fields)
         top: dict[str, Any] = {}
-        options: dict[str, dict[str, Any]] = dict(raw.pop("backend_options", {}) or {})
+        given = raw.pop("backend_options", {}) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{p}: backend_options must be a table of backend sections")
+        options: dict[str, dict[str, Any]] = dict(given)
         for key, value in raw.items():
             if key in known:
                 top[key] = value
@@ -121,6 +126,7 @@ class JobSpec(BaseModel):
                 options[key] = value
             else:
                 raise ConfigError(f"{p}: unknown key {key!r} (expected one of {sorted(known)} or a backend section)")
+        _check_sections(p, options)
         top["backend_options"] = options
         for field in ("train", "validation"):
             if isinstance(top.get(field), str):
@@ -138,7 +144,12 @@ class JobSpec(BaseModel):
 
         A backend section may override ``model`` and individual ``hyperparameters``; the rest
         of the section is returned as options for the backend's config model to validate.
+
+        Raises:
+            ConfigError: a section names no installed or known backend and no known table (with a
+                "did you mean"), or its hyperparameters are invalid.
         """
+        _check_sections(None, self.backend_options)  # a spec built in Python, at create/estimate time
         section = dict(self.backend_options.get(name, {}))
         updates: dict[str, Any] = {"backend": name}
         if "model" in section:
@@ -152,22 +163,57 @@ class JobSpec(BaseModel):
         return self.model_copy(update=updates), section
 
 
+# Tables of a config file that are neither spec fields nor backend sections.
+KNOWN_TABLES = ("costs",)
+
+
 def _read_config(p: Path) -> dict[str, Any]:
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
+    from ftkit.data.reader import require_file
+
+    require_file(p, ConfigError, missing="config file not found")
+    if p.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"{p}: expected a .toml, .yaml or .yml file")
     try:
-        if p.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"{p}: expected a .toml, .yaml or .yml file")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else (yaml.safe_load(text) or {})
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{p}: cannot parse: {e}") from None
+        raise ConfigError(f"{p}: cannot parse: {_one_line(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: cannot parse: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a table of keys")
     return data
+
+
+def _check_sections(p: Path | None, sections: dict[str, dict[str, Any]]) -> None:
+    """Every backend section names an installed or known backend, or a known table; else "did you mean"."""
+    from ftkit.backend import _INSTALL_HINTS, installed_backends
+
+    if all(name in _INSTALL_HINTS or name in KNOWN_TABLES for name in sections):
+        return  # the usual case, without reading the entry points
+    backends = sorted(set(installed_backends()) | set(_INSTALL_HINTS))
+    valid = [*backends, *KNOWN_TABLES]
+    for name in sections:
+        if name in valid:
+            continue
+        msg = f"{p}: " if p is not None else ""
+        msg += f"[{name}] names no installed backend and no known table"
+        close = difflib.get_close_matches(name, [*valid, "hyperparameters"], n=1)
+        if close:
+            msg += f"; did you mean [{close[0]}]?"
+        raise ConfigError(f"{msg} (backends: {', '.join(backends)}; tables: {', '.join(KNOWN_TABLES)})")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _first_error(e: ValidationError) -> str:

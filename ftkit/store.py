@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import re
 import secrets
 import sqlite3
 import time
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 from ftkit.errors import JobNotFoundError
 from ftkit.events import Event, JobStatus
 from ftkit.paths import ftkit_home
+from ftkit.redact import redact, redact_text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -58,8 +58,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 _JSON_FIELDS = ("spec", "options", "state", "estimated_cost", "actual_cost", "manifest")
-# Whole key names only: "api_key" and "access_token" are secrets, "billed_tokens" and "key_path" are not.
-_SECRET_KEY = re.compile(r"(?:.*[_-])?(api[_-]?key|apikey|token|secret|password|passphrase|private[_-]?key)", re.I)
+# Free text that may quote a vendor's answer (an error echoing a URL with credentials, a key).
+_TEXT_FIELDS = ("error", "backend_status", "model")
 
 
 class JobRecord(BaseModel):
@@ -80,15 +80,6 @@ class JobRecord(BaseModel):
     actual_cost: dict[str, Any] | None = None
     manifest: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
-
-
-def redact(value: Any) -> Any:
-    """Drop values stored under secret-looking keys, at any depth, before anything is persisted."""
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if _SECRET_KEY.fullmatch(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def new_job_id() -> str:
@@ -178,7 +169,16 @@ class JobStore:
                 key = ev.key or f"seq-{seq + 1}"
                 cur = db.execute(
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, seq + 1, key, ev.time, ev.level, ev.kind, ev.message, orjson.dumps(redact(ev.data))),
+                    (
+                        job_id,
+                        seq + 1,
+                        key,
+                        ev.time,
+                        ev.level,
+                        ev.kind,
+                        redact_text(ev.message),
+                        orjson.dumps(redact(ev.data)),
+                    ),
                 )
                 if cur.rowcount:
                     seq += 1
@@ -213,6 +213,8 @@ class JobStore:
         for k, v in fields.items():
             if k in _JSON_FIELDS:
                 row[k] = None if v is None else orjson.dumps(redact(v)).decode()
+            elif k in _TEXT_FIELDS and isinstance(v, str):
+                row[k] = redact_text(v)
             elif isinstance(v, JobStatus):
                 row[k] = v.value
             else:

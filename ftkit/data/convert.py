@@ -42,24 +42,37 @@ def convert_file(
     *,
     labels: Sequence[str] | None = None,
     preamble: str | None = None,
+    force: bool = False,
 ) -> int:
     """Write a classification JSONL file as chat JSONL (atomically); returns the number of examples.
 
-    The labels default to the file's own distinct labels. The input file is only read.
+    The labels default to the file's own distinct labels. The input file is only read. Nothing is
+    written unless every line is a valid classification example.
+
+    Args:
+        path: the classification JSONL file (``text`` and ``label`` per line).
+        out: where to write the chat JSONL.
+        labels: the label vocabulary named in the prompt.
+        preamble: the system prompt; ``{labels}`` is filled in.
+        force: replace ``out`` when it exists.
+
+    Raises:
+        DatasetError: the input has errors (``err.report`` lists them, with lines).
+        ConfigError: ``out`` exists (without ``force``) or is the input file.
     """
     import orjson
 
     from ftkit.atomic import atomic_write_bytes
     from ftkit.data.dataset import Dataset
-    from ftkit.errors import ConfigError, DatasetError
+    from ftkit.errors import DatasetError
+    from ftkit.outputs import check_outputs
 
     ds = Dataset.load(path)
-    if Path(out).resolve() == ds.path.resolve():
-        raise ConfigError(f"refusing to overwrite the input file {ds.path}")
+    (target,) = check_outputs([out], inputs=[ds.path], force=force)
     report = ds.validate(labels=list(labels) if labels else None, task="classification")
     if not report.ok:
         raise DatasetError(report.summary(), report=report)
     vocab = list(labels) if labels else ds.labels()
     rows = [orjson.dumps(classification_to_chat(o, vocab, preamble)) + b"\n" for o in ds]
-    atomic_write_bytes(out, b"".join(rows))
+    atomic_write_bytes(target, b"".join(rows))
     return len(rows)

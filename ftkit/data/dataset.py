@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ftkit.data.reader import iter_lines
+from ftkit.data.reader import iter_objects, require_file
 from ftkit.data.scan import DatasetStats, ValidationReport, build_stats, scan
 from ftkit.data.targets import make_target
 from ftkit.errors import DatasetError
@@ -29,21 +29,22 @@ class Dataset:
         """Open a JSONL file.
 
         Raises:
-            DatasetError: the file does not exist or is not a file.
+            DatasetError: the file does not exist or is a folder.
         """
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise DatasetError(f"{p}: no such file")
-        return cls(p)
+        return cls(require_file(path, DatasetError))
 
     def __repr__(self) -> str:
         return f"Dataset({str(self.path)!r})"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The parsed examples (lines that are not JSON objects are skipped; validate to see them)."""
-        for line in iter_lines(self.path):
-            if isinstance(line.obj, dict):
-                yield line.obj
+        """The parsed examples, in order; blank lines are skipped.
+
+        Raises:
+            DatasetError: at the first line that is not a JSON object (``validate`` lists them all):
+                no line of the file is dropped without a word.
+        """
+        for line in iter_objects(self.path):
+            yield line.obj
 
     def validate(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,25 @@ from typing import Any
 import orjson
 
 from ftkit.data.issues import Issue
-from ftkit.errors import DatasetError
+from ftkit.errors import DatasetError, FtkitError
 
 _BOM = b"\xef\xbb\xbf"
+# Issues that lose nothing: a BOM is stripped and the line still parsed; a blank line holds no data.
+_HARMLESS = frozenset({"bom", "blank_line"})
+
+
+def require_file(path: str | Path, error: type[FtkitError] = DatasetError, missing: str = "no such file") -> Path:
+    """``path`` (``~`` expanded) when it is an existing file, else ``error`` naming it.
+
+    The error's cause is the matching ``OSError`` (``FileNotFoundError``, ``IsADirectoryError``), so
+    the command line can tell "this path is wrong" from "this file's content is wrong".
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise error(f"{p}: is a folder, not a file") from IsADirectoryError(errno.EISDIR, "Is a directory", str(p))
+    if not p.is_file():
+        raise error(f"{p}: {missing}") from FileNotFoundError(errno.ENOENT, "No such file", str(p))
+    return p
 
 
 @dataclass(slots=True)
@@ -41,7 +58,7 @@ def iter_lines(path: str | Path, start: int = 0, end: int | None = None, first_l
     try:
         f = open(p, "rb")  # noqa: SIM115 - closed in the finally below, while yielding
     except OSError as e:
-        raise DatasetError(f"{p}: cannot open: {e.strerror or e}") from None
+        raise DatasetError(f"{p}: cannot open: {e.strerror or e}") from e
     try:
         f.seek(start)
         pos = start
@@ -73,6 +90,27 @@ def iter_lines(path: str | Path, start: int = 0, end: int | None = None, first_l
             yield Line(number, body, obj=obj)
     finally:
         f.close()
+
+
+def iter_objects(path: str | Path) -> Iterator[Line]:
+    """Every JSON object of ``path`` with its line, for commands that copy data: none is dropped silently.
+
+    Blank lines and a leading BOM are skipped (they hold no data).
+
+    Raises:
+        DatasetError: at the first line that is not valid JSON or not an object, naming file and line;
+            ``ftkit validate`` lists them all.
+    """
+    for line in iter_lines(path):
+        if line.issue is not None:
+            if line.issue.code in _HARMLESS:
+                continue
+            raise DatasetError(f"{path}:{line.number}: {line.issue.code}: {line.issue.message}")
+        if not isinstance(line.obj, dict):
+            raise DatasetError(
+                f"{path}:{line.number}: not_an_object: line is a JSON {type(line.obj).__name__}, not an object"
+            )
+        yield line
 
 
 def _parse_issue(number: int, body: bytes, error: str, ended: bool) -> Issue:

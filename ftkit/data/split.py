@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from ftkit.atomic import atomic_write_bytes
-from ftkit.data.dataset import Dataset
+from ftkit.atomic import write_files_atomically
 from ftkit.data.formats import label_str
+from ftkit.data.reader import iter_objects, require_file
 from ftkit.errors import ConfigError, DatasetError
+from ftkit.outputs import check_outputs
+
+PARTS = ("train", "validation", "test")
 
 
 def split_examples(
@@ -25,11 +27,25 @@ def split_examples(
     """Split examples into train/validation/test, stratified by label where there are labels.
 
     The same examples and seed always give the same split.
+
+    Raises:
+        ConfigError: the fractions are out of range.
+        DatasetError: there are too few examples (or too few per label) for these fractions.
     """
+    parts = _split_indices(examples, validation=validation, test=test, seed=seed, stratify=stratify)
+    return {k: [examples[i] for i in parts[k]] for k in PARTS}
+
+
+def _split_indices(
+    examples: list[dict[str, Any]], *, validation: float, test: float, seed: int, stratify: bool
+) -> dict[str, list[int]]:
+    """Sorted example indices of each part."""
     from sklearn.model_selection import train_test_split  # imported here: `import ftkit` stays light
 
     if not 0 <= validation < 1 or not 0 <= test < 1 or validation + test >= 1:
         raise ConfigError("validation and test fractions must be in [0, 1) and sum below 1")
+    if not examples:
+        raise DatasetError("no examples to split")
     labels = [label_str(e["label"]) for e in examples] if stratify and all("label" in e for e in examples) else None
     idx = np.arange(len(examples))
     parts: dict[str, np.ndarray] = {}
@@ -45,7 +61,7 @@ def split_examples(
         except ValueError as e:
             raise DatasetError(f"cannot split {len(examples)} examples this way: {e}") from None
     parts["train"] = rest
-    return {k: [examples[i] for i in sorted(parts[k])] for k in ("train", "validation", "test")}
+    return {k: sorted(int(i) for i in parts[k]) for k in PARTS}
 
 
 def split_file(
@@ -55,21 +71,36 @@ def split_file(
     validation: float = 0.1,
     test: float = 0.1,
     seed: int = 0,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Split a JSONL file into ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl`` in ``out_dir``.
 
-    The input file is only read. Each output is written atomically.
+    The input file is only read, and every example is copied byte for byte (key order, number
+    formatting and nesting kept). Every output is checked before the first is written, and all of
+    them are replaced together or none is. A part with no examples is not written.
+
+    Args:
+        path: the JSONL file to split.
+        out_dir: the folder for the parts (created when missing).
+        validation: share of the examples for ``validation.jsonl``.
+        test: share of the examples for ``test.jsonl``.
+        seed: the same file and seed always give the same split.
+        force: replace parts that already exist in ``out_dir``.
+
+    Raises:
+        DatasetError: a line is not a JSON object (naming file and line), or too few examples.
+        ConfigError: an output exists (without ``force``), is the input file, or ``out_dir`` is a file.
     """
-    ds = Dataset.load(path)
-    parts = split_examples(list(ds), validation=validation, test=test, seed=seed)
-    out = Path(out_dir)
-    written: dict[str, Path] = {}
-    for name, rows in parts.items():
-        if not rows:
-            continue
-        target = out / f"{name}.jsonl"
-        if target.resolve() == ds.path.resolve():
-            raise ConfigError(f"refusing to overwrite the input file {ds.path}")
-        atomic_write_bytes(target, b"".join(orjson.dumps(r) + b"\n" for r in rows))
-        written[name] = target
-    return written
+    src = require_file(path, DatasetError)
+    lines = list(iter_objects(src))
+    try:
+        parts = _split_indices([ln.obj for ln in lines], validation=validation, test=test, seed=seed, stratify=True)
+    except DatasetError as e:
+        raise DatasetError(f"{src}: {e}") from None
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; --out takes a folder")
+    targets = {name: out / f"{name}.jsonl" for name in PARTS if parts[name]}
+    check_outputs(targets.values(), inputs=[src], force=force)
+    write_files_atomically({targets[name]: b"".join(lines[i].raw + b"\n" for i in parts[name]) for name in targets})
+    return targets

@@ -71,8 +71,9 @@ def label_str(value: Any) -> str:
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
     """(line number, parsed object) for every non-blank line; bad JSON is an error naming the line."""
-    if not path.is_file():
-        raise EvaluationError(f"{path}: no such file")
+    from ftkit.data.reader import require_file
+
+    require_file(path, EvaluationError)  # its cause tells the command line the path is wrong, not the data
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             body = raw.strip()
