@@ -1,7 +1,7 @@
 """``ftkit remote ...``: look at offers and instances, and reap leaked machines.
 
-The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group; it also runs on its own
-(``python -m ftkit_remote.cli``).
+The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group, so its errors reach the one
+top-level handler (one line, exit code by kind: see ``ftkit.cli_errors``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftkit.errors import FtkitError
 from ftkit_remote.gc import collect, providers_for_gc
 from ftkit_remote.leases import LeaseLedger
 from ftkit_remote.providers import PROVIDERS, OfferQuery, Tier, make_provider
@@ -45,11 +44,6 @@ def _print_problems(ledger: LeaseLedger) -> None:
                        "name its provider with -p if no other lease does", highlight=False, soft_wrap=True)  # fmt: skip
 
 
-def _fail(e: FtkitError) -> None:
-    _console.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(1)
-
-
 @app.command()
 def offers(
     provider: str = typer.Option(..., "--provider", "-p", help=f"One of {', '.join(PROVIDERS)}."),
@@ -71,11 +65,7 @@ def offers(
         finally:
             await p.aclose()
 
-    try:
-        found = asyncio.run(main())
-    except FtkitError as e:
-        _fail(e)
-        return
+    found = asyncio.run(main())
     table = Table("offer", "GPU", "count", "GB/GPU", "$/h", "region", "reliability")
     for o in found:
         table.add_row(o.offer_id, o.gpu_name, str(o.num_gpus), f"{o.gpu_ram_gb:.0f}", f"{o.price_per_hour:.4f}",
@@ -104,11 +94,7 @@ def instances(
                 await p.aclose()
         return rows
 
-    try:
-        rows = asyncio.run(main())
-    except FtkitError as e:
-        _fail(e)
-        return
+    rows = asyncio.run(main())
     _print_problems(ledger)
     table = Table("provider", "instance", "label", "state", "$/h", "lease")
     for name, inst in rows:
@@ -139,11 +125,7 @@ def gc(
             for p in built.values():
                 await p.aclose()
 
-    try:
-        findings = asyncio.run(main())
-    except FtkitError as e:
-        _fail(e)
-        return
+    findings = asyncio.run(main())
     for f in findings:
         colour = {"destroyed": "green", "failed": "red", "would destroy": "yellow"}.get(f.action, "white")
         _console.print(f"[{colour}]{f.action}[/{colour}] {f.provider} {f.instance_id} {f.label}: {f.reason}")
@@ -153,7 +135,3 @@ def gc(
         _console.print(f"[yellow]skipped[/yellow] {s}")
     if any(f.action == "failed" for f in findings):
         raise typer.Exit(1)
-
-
-if __name__ == "__main__":
-    app()

@@ -12,6 +12,8 @@ from ftkit_remote.leases import Lease, LeaseLedger, public_options
 from remote_testkit import provider_options
 from typer.testing import CliRunner
 
+from ftkit.cli import app as ftkit_app
+
 
 def test_ledger_round_trip_and_one_open_lease_per_label() -> None:
     ledger = LeaseLedger()
@@ -55,6 +57,7 @@ def test_cli_offers_and_instances(vast: EmulatorServer) -> None:
     assert "7001" in r.output and "7003" not in r.output
     r = CliRunner().invoke(app, ["instances", "-p", "vast", "-o", f"base_url={vast.url}"])
     assert r.exit_code == 0 and "no instance" in r.output
-    r = CliRunner().invoke(app, ["offers", "-p", "nope"])
-    assert r.exit_code == 1 and "unknown provider" in r.output
+    # Through the ftkit command, so the error meets the one top-level handler: a config error is exit 2.
+    r = CliRunner().invoke(ftkit_app, ["remote", "offers", "-p", "nope"])
+    assert r.exit_code == 2 and r.output.startswith("error: unknown provider 'nope'"), r.output
     assert provider_options(vast)["base_url"] == vast.url
