@@ -29,6 +29,7 @@ from ftkit.evaluate.predictions import (
     load_reference,
 )
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
+from ftkit.evaluate.paired import DEFAULT_ALPHA, DEFAULT_MARGIN, equivalence, noninferiority
 from ftkit.evaluate.significance import mcnemar_exact
 
 Source = Any  # a Predictor, a FineTuneJob, a predictions JSONL path, or a list of Classification/dicts
@@ -318,15 +319,27 @@ def compare(
     models: Mapping[str, Source] | Sequence[Source],
     data: str | Path | Sequence[dict[str, Any]],
     labels: Sequence[str] | None = None,
+    *,
+    reference: str | None = None,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     **kwargs: Any,
 ) -> ComparisonReport:
-    """Evaluate several models on the same test set: metrics side by side and McNemar's exact test per pair.
+    """Evaluate several models on the same test set: metrics side by side and paired tests per pair.
+
+    Every pair gets McNemar's exact test ("do they differ?"). Every pair with the reference model also
+    gets Tango's paired non-inferiority test ("is the other model not worse than the reference by more
+    than ``margin``?") and the equivalence test (TOST, within ``±margin``), each with a one-sentence
+    verdict in ``report.verdicts``.
 
     Args:
         models: ``{name: model}`` or a list; each a Predictor, FineTuneJob, predictions path or an
             :class:`EvaluationReport` already computed on ``data``.
         data: the shared reference file or rows.
         labels: the shared label vocabulary.
+        reference: the name of the model the others must not be worse than; defaults to the first.
+        margin: the accuracy loss the non-inferiority and equivalence tests allow (0.05 = five points).
+        alpha: the one-sided significance level of those tests.
         **kwargs: passed to :func:`evaluate` (calibrate, bootstrap, progress...).
 
     Raises:
@@ -344,19 +357,33 @@ def compare(
     sizes = {int(r.metrics.get("n") or 0) for r in reports.values()}
     if len(sizes) != 1:
         raise EvaluationError(f"the models were evaluated on test sets of different sizes: {sorted(sizes)}")
+    ref_name = reference if reference is not None else next(iter(reports))
+    if ref_name not in reports:
+        raise EvaluationError(f"reference {ref_name!r} is not one of the models compared: {', '.join(reports)}")
     pairs = []
+    verdicts: list[str] = []
     for (a, ra), (b, rb) in itertools.combinations(reports.items(), 2):
         if ra.correct is None or rb.correct is None:
             continue
         test = mcnemar_exact(ra.correct, rb.correct)
-        pairs.append(
-            {
-                "a": a,
-                "b": b,
-                **test,
-                "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
-                "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
-            }
-        )
+        row: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            **test,
+            "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
+            "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
+        }
+        if ref_name in (a, b):
+            new, rn = (b, rb) if a == ref_name else (a, ra)
+            ni = noninferiority(rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new,
+                                reference=ref_name)
+            eq = equivalence(rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new,
+                             reference=ref_name)
+            row["noninferiority"] = ni.model_dump()
+            row["equivalence"] = eq.model_dump()
+            verdicts.append(ni.verdict)
+        pairs.append(row)
     first = next(iter(reports.values()))
-    return ComparisonReport(data=first.data, reports=reports, pairs=pairs)
+    return ComparisonReport(
+        data=first.data, reports=reports, pairs=pairs, reference=ref_name, margin=margin, verdicts=verdicts
+    )
