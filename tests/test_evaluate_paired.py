@@ -51,8 +51,9 @@ def test_verdicts_say_shown_cannot_show_and_worse() -> None:
 
 
 def test_lower_bound_is_where_the_test_turns() -> None:
-    new, ref = _pairs(240, 20, 10, 30)
+    new, ref = _pairs(240, 15, 12, 33)
     t = noninferiority(new, ref, margin=0.05)
+    assert -0.05 < t.lower_bound < 0
     # Testing at a margin just inside the bound does not reject; just outside it does.
     assert noninferiority(new, ref, margin=-t.lower_bound - 1e-3).p_value > 0.05
     assert noninferiority(new, ref, margin=-t.lower_bound + 1e-3).p_value < 0.05
@@ -87,13 +88,16 @@ def test_compare_reports_noninferiority_against_the_reference(tmp_path) -> None:
 
     def preds(name: str, flips: set[int]):
         path = tmp_path / f"{name}.jsonl"
-        lines = [{"id": r["id"], "prediction": ("b" if r["label"] == "a" else "a") if i in flips else r["label"]}
-                 for i, r in enumerate(rows)]
+        lines = [
+            {"id": r["id"], "prediction": ("b" if r["label"] == "a" else "a") if i in flips else r["label"]}
+            for i, r in enumerate(rows)
+        ]
         path.write_text("".join(json.dumps(x) + "\n" for x in lines))
         return path
 
-    report = compare({"recorded": preds("recorded", flip_ref), "open": preds("open", flip_new)}, data,
-                     bootstrap=0, margin=0.05)
+    report = compare(
+        {"recorded": preds("recorded", flip_ref), "open": preds("open", flip_new)}, data, bootstrap=0, margin=0.05
+    )
     assert report.reference == "recorded" and len(report.verdicts) == 1
     ni = report.pairs[0]["noninferiority"]
     assert (ni["new"], ni["reference"], ni["new_only"], ni["reference_only"]) == ("open", "recorded", 20, 10)

@@ -375,10 +375,12 @@ def compare(
         }
         if ref_name in (a, b):
             new, rn = (b, rb) if a == ref_name else (a, ra)
-            ni = noninferiority(rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new,
-                                reference=ref_name)
-            eq = equivalence(rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new,
-                             reference=ref_name)
+            ni = noninferiority(
+                rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new, reference=ref_name
+            )
+            eq = equivalence(
+                rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new, reference=ref_name
+            )
             row["noninferiority"] = ni.model_dump()
             row["equivalence"] = eq.model_dump()
             verdicts.append(ni.verdict)

@@ -117,7 +117,11 @@ def _lower_bound(b: int, c: int, n: int, alpha: float) -> float:
 
 
 def noninferiority_sample_size(
-    discordance: float, margin: float, *, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
+    discordance: float,
+    margin: float,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
     difference: float = 0.0,
 ) -> int | None:
     """About how many paired examples show non-inferiority with the given power.
@@ -175,27 +179,46 @@ def noninferiority(
     # Past the margin already, no sample size helps; otherwise assume equal accuracy (the hoped-for truth).
     need = None if shown or d <= -margin else noninferiority_sample_size((b + c) / n, margin, alpha=alpha, power=power)
     test = PairedTest(
-        kind="noninferiority", new=new, reference=reference, n=n, new_only=b, reference_only=c,
-        accuracy_new=float(a.mean()), accuracy_reference=float(r.mean()), difference=d,
-        lower_bound=_lower_bound(b, c, n, alpha), margin=margin, alpha=alpha, p_value=p, shown=shown, n_needed=need,
+        kind="noninferiority",
+        new=new,
+        reference=reference,
+        n=n,
+        new_only=b,
+        reference_only=c,
+        accuracy_new=float(a.mean()),
+        accuracy_reference=float(r.mean()),
+        difference=d,
+        lower_bound=_lower_bound(b, c, n, alpha),
+        margin=margin,
+        alpha=alpha,
+        p_value=p,
+        shown=shown,
+        n_needed=need,
     )
     test.verdict = _noninferiority_sentence(test)
     return test
 
 
 def _noninferiority_sentence(t: PairedTest) -> str:
-    stats_part = (f"accuracy {t.accuracy_new:.1%} vs {t.accuracy_reference:.1%}, difference "
-                  f"{t.difference * 100:+.1f} points, {1 - t.alpha:.0%} lower bound {t.lower_bound * 100:+.1f}; "
-                  f"Tango's paired test p = {t.p_value:.3g}")
+    stats_part = (
+        f"accuracy {t.accuracy_new:.1%} vs {t.accuracy_reference:.1%}, difference "
+        f"{t.difference * 100:+.1f} points, {1 - t.alpha:.0%} lower bound {t.lower_bound * 100:+.1f}; "
+        f"Tango's paired test p = {t.p_value:.3g}"
+    )
     if t.shown:
-        return (f"{t.new} is not worse than {t.reference} by more than {_points(t.margin)} "
-                f"({stats_part}, {t.n} examples).")
+        return (
+            f"{t.new} is not worse than {t.reference} by more than {_points(t.margin)} ({stats_part}, {t.n} examples)."
+        )
     if t.n_needed is None:
-        return (f"{t.new} is worse than {t.reference} by more than the {_points(t.margin)} margin on these "
-                f"{t.n} examples ({stats_part}); more examples would not show it is not worse.")
-    return (f"cannot show that {t.new} is not worse than {t.reference} by more than {_points(t.margin)} with "
-            f"{t.n} examples ({stats_part}); about {t.n_needed} examples would be needed if the two models were "
-            f"equally accurate and disagreed as often as here.")
+        return (
+            f"{t.new} is worse than {t.reference} by more than the {_points(t.margin)} margin on these "
+            f"{t.n} examples ({stats_part}); more examples would not show it is not worse."
+        )
+    return (
+        f"cannot show that {t.new} is not worse than {t.reference} by more than {_points(t.margin)} with "
+        f"{t.n} examples ({stats_part}); about {t.n_needed} examples would be needed if the two models were "
+        f"equally accurate and disagreed as often as here."
+    )
 
 
 def equivalence(
@@ -216,11 +239,14 @@ def equivalence(
     high = noninferiority(correct_ref, correct_new, margin=margin, alpha=alpha, new=reference, reference=new)
     p = max(low.p_value, high.p_value)
     shown = p < alpha
-    test = low.model_copy(update={"kind": "equivalence", "p_value": p, "shown": shown, "n_needed": None,
-                                  "upper_bound": -high.lower_bound})
+    test = low.model_copy(
+        update={"kind": "equivalence", "p_value": p, "shown": shown, "n_needed": None, "upper_bound": -high.lower_bound}
+    )
     word = "is" if shown else "cannot be shown to be"
-    test.verdict = (f"{new} {word} equivalent to {reference} within ±{_points(margin)} "
-                    f"(difference {test.difference * 100:+.1f} points, {1 - 2 * alpha:.0%} interval "
-                    f"[{test.lower_bound * 100:+.1f}, {test.upper_bound * 100:+.1f}]; TOST p = {p:.3g}, "
-                    f"{test.n} examples).")
+    test.verdict = (
+        f"{new} {word} equivalent to {reference} within ±{_points(margin)} "
+        f"(difference {test.difference * 100:+.1f} points, {1 - 2 * alpha:.0%} interval "
+        f"[{test.lower_bound * 100:+.1f}, {test.upper_bound * 100:+.1f}]; TOST p = {p:.3g}, "
+        f"{test.n} examples)."
+    )
     return test
