@@ -8,7 +8,8 @@
     ftkit.compare({"base": base, "lora": lora, "openai": "openai_preds.jsonl"}, "test.jsonl").print()
 
 Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibration``,
-``significance`` (McNemar), ``paired`` (non-inferiority and equivalence), ``report`` (tables and JSON), ``plots`` and ``html``.
+``significance`` (McNemar), ``paired`` (non-inferiority and equivalence), ``report`` (tables and JSON),
+``plots`` and ``html``.
 """
 
 import sys

@@ -21,6 +21,7 @@ from ftkit.evaluate.metrics import (
     to_arrays,
     vocabulary,
 )
+from ftkit.evaluate.paired import DEFAULT_ALPHA, DEFAULT_MARGIN, equivalence, noninferiority
 from ftkit.evaluate.predictions import (
     Prediction,
     Reference,
@@ -29,7 +30,6 @@ from ftkit.evaluate.predictions import (
     load_reference,
 )
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
-from ftkit.evaluate.paired import DEFAULT_ALPHA, DEFAULT_MARGIN, equivalence, noninferiority
 from ftkit.evaluate.significance import mcnemar_exact
 
 Source = Any  # a Predictor, a FineTuneJob, a predictions JSONL path, or a list of Classification/dicts
