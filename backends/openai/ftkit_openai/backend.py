@@ -16,6 +16,7 @@ from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
+from ftkit.migrate.recover import chat_to_classification, recover_task
 from ftkit.predictor import Predictor
 from ftkit.spec import Hyperparameters, JobSpec
 from ftkit_openai import pricing, sunset
@@ -329,7 +330,12 @@ class OpenAIBackend(Backend):
         ]
 
     def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
-        """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache."""
+        """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache.
+
+        A classification-shaped chat file (one system prompt, one user message and one of a few short answers
+        per line) becomes a ``classification`` spec with the labels and the exact system prompt as its
+        ``preamble``, so the attached model is scored under the prompt it was trained with.
+        """
         from ftkit.paths import cache_dir
 
         cfg = _cfg(config)
@@ -349,15 +355,23 @@ class OpenAIBackend(Backend):
         suffix = (job.model_extra or {}).get("user_provided_suffix") or None
         if paths["train"] is None:
             raise ConfigError(f"OpenAI job {backend_job_id} has no training file")
-        return JobSpec(
-            task="preference" if method == "dpo" else "chat",
-            model=job.model,
-            train=paths["train"],
-            validation=paths["validation"],
-            suffix=suffix,
-            hyperparameters=Hyperparameters(epochs=epochs, batch_size=batch, seed=job.seed or 0),
-            backend="openai",
-        )
+        common = {"model": job.model, "suffix": suffix, "backend": "openai",
+                  "hyperparameters": Hyperparameters(epochs=epochs, batch_size=batch, seed=job.seed or 0)}
+        if method != "dpo":
+            recovered = recover_task(paths["train"])
+            if recovered.task == "classification":
+                # A classifier: its labels and exact system prompt, so that scoring it (and retraining the same
+                # data elsewhere) uses the prompt it was trained with; the chat files convert losslessly back.
+                files: dict[str, Path | None] = {}
+                for field, path in paths.items():
+                    files[field] = None
+                    if path is not None:
+                        files[field] = path.with_name(path.stem + ".classification.jsonl")
+                        chat_to_classification(path, files[field])
+                return JobSpec(task="classification", train=files["train"], validation=files["validation"],
+                               labels=recovered.labels, preamble=recovered.preamble, **common)
+        return JobSpec(task="preference" if method == "dpo" else "chat", train=paths["train"],
+                       validation=paths["validation"], **common)
 
 
 def _cfg(config: BackendConfig) -> OpenAIConfig:
