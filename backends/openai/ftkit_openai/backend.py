@@ -9,6 +9,7 @@ job has succeeded, its checkpoints, results file and ``trained_tokens`` (the act
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
+from ftkit.migrate.inventory import InventoryEntry
 from ftkit.migrate.recover import chat_to_classification, recover_task
 from ftkit.predictor import Predictor
 from ftkit.spec import Hyperparameters, JobSpec
@@ -329,6 +331,12 @@ class OpenAIBackend(Backend):
             for j in page.data[:limit]
         ]
 
+    def inventory(self, config: BackendConfig, *, today: dt.date | None = None) -> list[InventoryEntry]:
+        """Every fine-tuning job and fine-tuned model on the account with its shutdown date, most urgent first."""
+        from ftkit_openai.inventory import inventory
+
+        return inventory(_cfg(config), today=today)
+
     def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
         """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache.
 
@@ -336,7 +344,7 @@ class OpenAIBackend(Backend):
         per line) becomes a ``classification`` spec with the labels and the exact system prompt as its
         ``preamble``, so the attached model is scored under the prompt it was trained with.
         """
-        from ftkit.paths import cache_dir
+        from ftkit_openai.inventory import training_file_path
 
         cfg = _cfg(config)
         api = OpenAIAPI(cfg)
@@ -345,10 +353,7 @@ class OpenAIBackend(Backend):
         paths: dict[str, Path | None] = {"train": None, "validation": None}
         for field, file_id in (("train", job.training_file), ("validation", job.validation_file)):
             if file_id:
-                dest = cache_dir() / "openai-files" / f"{file_id}.jsonl"
-                if not dest.exists():
-                    atomic_write_bytes(dest, api.call(api.client.files.content, file_id).read())
-                paths[field] = dest
+                paths[field] = training_file_path(api, file_id)
         hp = job.hyperparameters
         epochs = hp.n_epochs if hp is not None and isinstance(hp.n_epochs, int) else None
         batch = hp.batch_size if hp is not None and isinstance(hp.batch_size, int) else None
