@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ftkit.errors import EvaluationError
+from ftkit.errors import BackendError, EvaluationError
 from ftkit.evaluate.calibration import Calibrator, Method, cross_fit
 from ftkit.evaluate.metrics import (
     LabelledPredictions,
@@ -171,6 +171,26 @@ def _job_details(job: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
     return curve, cost, info
 
 
+def _job_source(job: Any, data: Any) -> tuple[Any, str | None, str | None]:
+    """A job's recorded predictions on this test file where it has them, else its model.
+
+    Returns (source, a note for the report, what to say if the model then fails to answer).
+    """
+    from ftkit.migrate.record import find_recording, recordings
+
+    if isinstance(data, (str, Path)):
+        rec = find_recording(job, data)
+        if rec is not None:
+            note = f"answers recorded from {rec.model} on {rec.recorded_at} (no model was called)"
+            return rec.predictions, note, None
+    known = recordings(job)
+    hint = None
+    if known:
+        on = ", ".join(sorted({r.test_file for r in known}))
+        hint = f"job {job.record.id} has no recording on {data} (it has recordings on: {on}) and its model"
+    return job.model(), None, hint
+
+
 def evaluate(
     predictor_or_predictions: Source,
     data: str | Path | Sequence[dict[str, Any]],
@@ -221,10 +241,11 @@ def evaluate(
     source = predictor_or_predictions
     curve: list[dict[str, Any]] = []
     cost = job_info = None
+    recorded_note = missing_hint = None
     if _is_job(source):
         curve, cost, job_info = _job_details(source)
         name = name or job_info["id"]
-        source = source.model()
+        source, recorded_note, missing_hint = _job_source(source, data)
     if name is None:
         if isinstance(source, (str, Path)):
             name = Path(source).stem
@@ -232,7 +253,14 @@ def evaluate(
             name = type(source).__name__ if _is_predictor(source) else "predictions"
     show = sys.stderr.isatty() if progress is None else progress
     ref = load_reference(data)
-    answers, losses = _predict(source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}")
+    try:
+        answers, losses = _predict(
+            source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}"
+        )
+    except BackendError as e:
+        if missing_hint is None:
+            raise
+        raise EvaluationError(f"{missing_hint} cannot answer: {e}") from None
 
     if ref.task == "generation":
         outputs = [a.label if isinstance(a, Prediction) else str(a) for a in answers]
@@ -284,6 +312,8 @@ def evaluate(
                 hans, _ = _predict(hsource, href, vocab, batch_size, show, "holdout")
                 holdout_lp = to_arrays(href.targets, [a for a in hans if isinstance(a, Prediction)], vocab)
             _calibrate(report, lp, calibrate, holdout_lp, folds, seed, n_bins)
+    if recorded_note:
+        report.notes.append(recorded_note)
     report.training_curve = curve
     report.cost = cost
     report.job = job_info

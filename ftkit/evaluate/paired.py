@@ -239,14 +239,15 @@ def equivalence(
     high = noninferiority(correct_ref, correct_new, margin=margin, alpha=alpha, new=reference, reference=new)
     p = max(low.p_value, high.p_value)
     shown = p < alpha
+    upper = -high.lower_bound
     test = low.model_copy(
-        update={"kind": "equivalence", "p_value": p, "shown": shown, "n_needed": None, "upper_bound": -high.lower_bound}
+        update={"kind": "equivalence", "p_value": p, "shown": shown, "n_needed": None, "upper_bound": upper}
     )
     word = "is" if shown else "cannot be shown to be"
     test.verdict = (
         f"{new} {word} equivalent to {reference} within ±{_points(margin)} "
         f"(difference {test.difference * 100:+.1f} points, {1 - 2 * alpha:.0%} interval "
-        f"[{test.lower_bound * 100:+.1f}, {test.upper_bound * 100:+.1f}]; TOST p = {p:.3g}, "
+        f"[{test.lower_bound * 100:+.1f}, {upper * 100:+.1f}]; TOST p = {p:.3g}, "
         f"{test.n} examples)."
     )
     return test

@@ -77,6 +77,12 @@ class InventorySource(Protocol):
         """Every fine-tuning job and fine-tuned model on the account, most urgent first."""
         ...
 
+    def inventory_entry(
+        self, backend_job_id: str, config: BackendConfig, *, today: dt.date | None = None
+    ) -> InventoryEntry:
+        """One job's entry."""
+        ...
+
 
 def days_until(day: dt.date | None, today: dt.date) -> int | None:
     """Whole days from ``today`` to ``day`` (None when ``day`` is None)."""

@@ -337,6 +337,15 @@ class OpenAIBackend(Backend):
 
         return inventory(_cfg(config), today=today)
 
+    def inventory_entry(self, backend_job_id: str, config: BackendConfig, *,
+                        today: dt.date | None = None) -> InventoryEntry:
+        """One job's inventory entry (task, cost, shutdown date)."""
+        from ftkit_openai.inventory import entry_for_job
+
+        api = OpenAIAPI(_cfg(config))
+        job = api.call(api.client.fine_tuning.jobs.retrieve, backend_job_id)
+        return entry_for_job(api, job, sunset.today(today))
+
     def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
         """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache.
 
@@ -360,7 +369,7 @@ class OpenAIBackend(Backend):
         suffix = (job.model_extra or {}).get("user_provided_suffix") or None
         if paths["train"] is None:
             raise ConfigError(f"OpenAI job {backend_job_id} has no training file")
-        common = {"model": job.model, "suffix": suffix, "backend": "openai",
+        common: dict[str, Any] = {"model": job.model, "suffix": suffix, "backend": "openai",
                   "hyperparameters": Hyperparameters(epochs=epochs, batch_size=batch, seed=job.seed or 0)}
         if method != "dpo":
             recovered = recover_task(paths["train"])
@@ -371,10 +380,12 @@ class OpenAIBackend(Backend):
                 for field, path in paths.items():
                     files[field] = None
                     if path is not None:
-                        files[field] = path.with_name(path.stem + ".classification.jsonl")
-                        chat_to_classification(path, files[field])
-                return JobSpec(task="classification", train=files["train"], validation=files["validation"],
-                               labels=recovered.labels, preamble=recovered.preamble, **common)
+                        dest = path.with_name(path.stem + ".classification.jsonl")
+                        chat_to_classification(path, dest)
+                        files[field] = dest
+                return JobSpec(task="classification", train=files["train"] or paths["train"],
+                               validation=files["validation"], labels=recovered.labels, preamble=recovered.preamble,
+                               **common)
         return JobSpec(task="preference" if method == "dpo" else "chat", train=paths["train"],
                        validation=paths["validation"], **common)
 

@@ -96,7 +96,7 @@ def _hyperparameters(job: Any) -> dict[str, Any]:
 
 def entry_for_job(api: OpenAIAPI, job: Any, today: dt.date) -> InventoryEntry:
     """One job's inventory entry (downloads its training file to the cache to guess the task)."""
-    method = (job.method.type if job.method is not None else None) or "supervised"
+    method: Any = (job.method.type if job.method is not None else None) or "supervised"
     entry = InventoryEntry(
         job_id=job.id, status=job.status, base_model=job.model, fine_tuned_model=job.fine_tuned_model, method=method,
         training_file=job.training_file, validation_file=job.validation_file, trained_tokens=job.trained_tokens,
