@@ -91,11 +91,8 @@ class MigrationPlan(BaseModel):
     def lines(self) -> list[str]:
         """The plan in words, one line per stage, then the mapping."""
         e = self.entry
-        left = (
-            "unknown"
-            if e.shutdown_date is None
-            else f"{e.shutdown_date} ({e.days_left} days left, from {e.shutdown_source})"
-        )
+        source = (e.shutdown_source or "").split(":")[0]  # the catalogue's full source is in the entry
+        left = "unknown" if e.shutdown_date is None else f"{e.shutdown_date} ({e.days_left} days left, from {source})"
         out = [
             f"Migrating {self.hosted_job} ({e.fine_tuned_model}, {e.method}, task {e.task}) "
             f"to {self.backend}:{self.model}",
