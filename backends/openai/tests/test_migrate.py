@@ -153,11 +153,13 @@ def test_migrate_runs_resumes_and_gives_a_verdict(tmp_path: Path, emulator: Emul
 
     # The hosted model is shut down: compare still works from the recording.
     emulator.set_model(hosted.fine_tuned_model, shut_down=True)
-    out = CliRunner().invoke(app, ["compare", result.state.attached_job, result.state.retrain_job, "--data",
-                                   str(test), "--bootstrap", "0"])
+    out = CliRunner().invoke(app, ["compare", result.state.retrain_job, result.state.attached_job, "--data",
+                                   str(test), "--bootstrap", "0", "--reference", result.state.attached_job,
+                                   "--margin", "0.1"])
     assert out.exit_code == 0, out.output
     verdict = next(x for x in out.output.splitlines() if x.startswith("verdict:"))
-    assert result.state.retrain_job in verdict and result.state.attached_job in verdict
+    assert verdict.split()[1] in (result.state.retrain_job, "cannot") and result.state.attached_job in verdict
+    assert "10 points" in verdict
 
 
 def test_dpo_jobs_are_recorded_and_the_plan_says_retraining_needs_preference_tuning(tmp_path: Path) -> None:
