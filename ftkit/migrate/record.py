@@ -105,7 +105,8 @@ def find_recording(job: Any, data: str | Path) -> Recording | None:
     return None
 
 
-def _check_labels(ref: Reference, labels: list[str] | None) -> None:
+def check_labels(ref: Reference, labels: list[str] | None) -> None:
+    """Refuse a classification test file with labels the model was not trained on (one line naming them)."""
     if ref.task != "classification" or not labels:
         return
     unknown = sorted(set(ref.targets) - set(labels))
@@ -163,7 +164,7 @@ def record_model(job: Any, test: str | Path, *, force: bool = False) -> Recordin
             "(ftkit.migrate.recover.chat_to_classification converts a classification-shaped chat file)"
         )
     labels = list(spec.labels) if spec.labels else None
-    _check_labels(ref, labels)
+    check_labels(ref, labels)
     predictor = job.model()
     if ref.task == "classification":
         vocab = labels or ref.label_set()

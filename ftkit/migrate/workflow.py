@@ -32,7 +32,7 @@ from ftkit.evaluate.paired import DEFAULT_MARGIN
 from ftkit.evaluate.predictions import load_reference
 from ftkit.events import JobStatus
 from ftkit.migrate.inventory import InventoryEntry
-from ftkit.migrate.record import _check_labels, file_sha256, find_recording, record_model
+from ftkit.migrate.record import check_labels, file_sha256, find_recording, record_model
 from ftkit.migrate.recover import chat_to_classification, recover_task
 from ftkit.migrate.retrain import DPO_NOT_YET, MappingRow, create_retrain_job, retrain_spec
 from ftkit.store import JobStore
@@ -277,7 +277,7 @@ class Migration:
                 f"{self.test}: text/label lines, but {self.hosted_job} was trained on free chat; "
                 "give a chat test file whose last message is the reference answer"
             )
-        _check_labels(ref, job.spec.labels)
+        check_labels(ref, job.spec.labels)
         return path
 
     def _retrain_job(self, attached: Any) -> Any:

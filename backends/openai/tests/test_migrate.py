@@ -16,7 +16,7 @@ from ftkit_openai.emulator import EmulatorServer
 from openai_testdata import LABELS, texts, write_preference
 from typer.testing import CliRunner
 
-from ftkit import FineTuneJob
+from ftkit import FineTuneJob, JobSpec
 from ftkit.backend import register_backend
 from ftkit.cli import app
 from ftkit.errors import EvaluationError, FtkitError
@@ -212,3 +212,11 @@ def test_a_chat_test_file_is_scored_as_classification(tmp_path: Path) -> None:
     assert result.finished and Path(result.plan.test).name.endswith(".classification.jsonl")
     with pytest.raises(FtkitError, match="no backend named 'nonexistent-backend'"):
         Migration(hosted.id, chat_test, "nonexistent-backend").run()
+
+
+def test_base_model_is_scored_under_the_specs_preamble(tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in texts(12, seed=1)))
+    job = FineTuneJob.create(JobSpec(task="classification", train=train, preamble=PROMPT), backend="openai")
+    base = job.base_model()
+    assert base.preamble == PROMPT and base.labels == LABELS  # the zero-shot baseline sees the training prompt
