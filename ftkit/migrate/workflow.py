@@ -59,6 +59,7 @@ class MigrationState(BaseModel):
     hosted_job: str
     attached_job: str | None = None
     retrain_job: str | None = None
+    retrain_jobs: dict[str, str] = Field(default_factory=dict)  # "backend:model" -> job id, one per open model
     test_file: str | None = None
     scored_test: str | None = None
     report_html: str | None = None
@@ -283,17 +284,22 @@ class Migration:
     def _retrain_job(self, attached: Any) -> Any:
         from ftkit.job import FineTuneJob
 
-        if self._retrain is None and self.state.retrain_job:
-            self._retrain = FineTuneJob.get(self.state.retrain_job, store=self.store)
         if self._retrain is None:
-            self._retrain = create_retrain_job(
-                attached,
-                self.backend,
-                self.model,
-                options=self.options,
-                learning_rate=self.learning_rate,
-                store=self.store,
-            )
+            # One retraining job per open model: another --model (or backend) trains anew, the same one resumes.
+            key = f"{self.backend}:{self.model or get_backend(self.backend).default_model(attached.spec.task)}"
+            known = self.state.retrain_jobs.get(key)
+            if known:
+                self._retrain = FineTuneJob.get(known, store=self.store)
+            else:
+                self._retrain = create_retrain_job(
+                    attached,
+                    self.backend,
+                    self.model,
+                    options=self.options,
+                    learning_rate=self.learning_rate,
+                    store=self.store,
+                )
+                self.state.retrain_jobs[key] = self._retrain.id
             self.state.retrain_job = self._retrain.id
             self._save()
         return self._retrain
@@ -429,7 +435,7 @@ class Migration:
             self.say(f"training {job.spec.model} on {self.backend} as {job.id}")
             job.start()
         elif status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            if not job._backend().capabilities.supports_resume_from_checkpoint:
+            if not get_backend(job.backend_name).capabilities.supports_resume_from_checkpoint:
                 raise ConfigError(f"retraining job {job.id} {status.value}: {job.record.error or 'no reason given'}")
             self.say(f"retraining job {job.id} {status.value}; resuming from its last checkpoint")
             job.resume()

@@ -151,14 +151,22 @@ def test_migrate_runs_resumes_and_gives_a_verdict(tmp_path: Path, emulator: Emul
     assert _chat_requests(emulator) == asked and {j.id for j in FineTuneJob.list()} == jobs
     assert all(s.done for s in again.plan.steps)
 
+    # Another open model is its own retraining job; the recording is shared.
+    other = Migration(hosted.id, test, "fake", "naive-bayes-2", options={"steps": 2}).run()
+    assert other.finished and other.state.retrain_job not in jobs and _chat_requests(emulator) == asked
+    assert set(other.state.retrain_jobs) == {"fake:naive-bayes", "fake:naive-bayes-2"}
+    jobs = {j.id for j in FineTuneJob.list()}
+
     # The hosted model is shut down: compare still works from the recording.
     emulator.set_model(hosted.fine_tuned_model, shut_down=True)
-    out = CliRunner().invoke(app, ["compare", result.state.retrain_job, result.state.attached_job, "--data",
+    out = CliRunner().invoke(app, ["compare", result.state.retrain_jobs["fake:naive-bayes"],
+                                   result.state.attached_job, "--data",
                                    str(test), "--bootstrap", "0", "--reference", result.state.attached_job,
                                    "--margin", "0.1"])
     assert out.exit_code == 0, out.output
     verdict = next(x for x in out.output.splitlines() if x.startswith("verdict:"))
     assert verdict.split()[1] in (result.state.retrain_job, "cannot") and result.state.attached_job in verdict
+    assert result.state.retrain_job == result.state.retrain_jobs["fake:naive-bayes"]
     assert "10 points" in verdict
 
 
