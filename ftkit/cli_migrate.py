@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     ) -> None:
         """Move an OpenAI fine-tune to an open model: record it, retrain, evaluate both, report. Resumable."""
-        from ftkit.migrate.workflow import Migration, MigrationPlan
+        from ftkit.migrate.plan import MigrationPlan
+        from ftkit.migrate.workflow import Migration
 
         def say(line: str) -> None:
             (err if as_json else out).print(line, highlight=False, markup=False)

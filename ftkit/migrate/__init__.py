@@ -10,7 +10,7 @@
 
 Modules: ``recover`` (task, labels and system prompt from chat data), ``inventory`` (the entry model
 and the backend hook), ``record`` (recorded models), ``retrain`` (the equivalent open-model spec
-and its mapping), ``workflow`` (the resumable run). See docs/migration.md.
+and its mapping), ``plan`` (stages, prices, state), ``workflow`` (the resumable run). See docs/migration.md.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ __all__ = [
 _WHERE = {
     "InventoryEntry": "ftkit.migrate.inventory",
     "Migration": "ftkit.migrate.workflow",
-    "MigrationPlan": "ftkit.migrate.workflow",
-    "MigrationResult": "ftkit.migrate.workflow",
+    "MigrationPlan": "ftkit.migrate.plan",
+    "MigrationResult": "ftkit.migrate.plan",
     "Recording": "ftkit.migrate.record",
     "RecoveredTask": "ftkit.migrate.recover",
     "create_retrain_job": "ftkit.migrate.retrain",
