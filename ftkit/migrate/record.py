@@ -69,6 +69,21 @@ class Recording(BaseModel):
         return Path(self.folder) / "predictions.jsonl"
 
 
+def attach_once(backend_job_id: str, backend: str, *, options: dict[str, Any] | None = None, store: Any = None) -> Any:
+    """The registry's attached job for this hosted job id, attaching it only the first time.
+
+    Recording and migrating then share one registry job (and its recordings) per hosted job.
+    """
+    from ftkit.job import FineTuneJob
+    from ftkit.store import JobStore
+
+    store = store or JobStore()
+    for rec in store.list(limit=10_000, backend=backend):
+        if rec.backend_job_id == backend_job_id and (rec.manifest or {}).get("attached"):
+            return FineTuneJob.get(rec.id, store=store)
+    return FineTuneJob.attach(backend_job_id, backend, options=options, store=store)
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, streamed."""
     h = hashlib.sha256()

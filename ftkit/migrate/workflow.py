@@ -31,7 +31,7 @@ from ftkit.evaluate.predictions import load_reference
 from ftkit.events import JobStatus
 from ftkit.migrate.inventory import InventoryEntry
 from ftkit.migrate.plan import MigrationPlan, MigrationResult, MigrationState, Step, estimate_recording
-from ftkit.migrate.record import check_labels, file_sha256, find_recording, record_model
+from ftkit.migrate.record import attach_once, check_labels, file_sha256, find_recording, record_model
 from ftkit.migrate.recover import chat_to_classification, recover_task
 from ftkit.migrate.retrain import DPO_NOT_YET, MappingRow, create_retrain_job, retrain_spec
 from ftkit.store import JobStore
@@ -132,7 +132,7 @@ class Migration:
             if self.state.attached_job:
                 self._attached = FineTuneJob.get(self.state.attached_job, store=self.store)
             else:
-                self._attached = FineTuneJob.attach(
+                self._attached = attach_once(
                     self.hosted_job, SOURCE_BACKEND, options=self.source_options, store=self.store
                 )
                 self.state.attached_job = self._attached.id

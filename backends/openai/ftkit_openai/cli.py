@@ -4,6 +4,7 @@ The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group; it also
 (``python -m ftkit_openai.cli``)::
 
     ftkit openai inventory [--json] [--today 2026-12-07]
+    ftkit openai record ftjob-... --test test.jsonl [--json]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -84,6 +86,33 @@ def inventory_command(
     if not sunset.creation_closed(on):
         _out.print(f"New OpenAI fine-tuning jobs close on {sunset.FINE_TUNING_CUTOFF.isoformat()}. "
                    "Move a job with: ftkit migrate <ftjob-id> --test test.jsonl --backend hf", highlight=False)
+
+
+@app.command("record")
+def record_command(
+    job_id: Annotated[str, typer.Argument(help="The fine-tuning job id (ftjob-...).")],
+    test: Annotated[Path, typer.Option("--test", "-t", help="Labelled test file to record the model's answers on.")],
+    force: Annotated[bool, typer.Option(help="Record again even if this test file was recorded.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Ask the fine-tuned model once per test example and keep its answers for good (a recorded model)."""
+    from ftkit.migrate.record import attach_once, record_model
+
+    try:
+        job = attach_once(job_id, "openai")
+        rec = record_model(job, test, force=force)
+    except FtkitError as e:
+        _err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(rec.model_dump_json(indent=2) + "\n")
+        return
+    usd = rec.usage.get("usd")
+    _out.print(f"recorded {rec.model} on {rec.n} examples of {rec.test_file} ({rec.recorded_at}) as job {job.id}; "
+               f"{rec.usage.get('requests', 0)} requests" + (f", ${usd:.4f}" if usd is not None else ""),
+               highlight=False)
+    _out.print(f"answers: {rec.predictions}", highlight=False)
+    _out.print(f"compare with: ftkit compare {job.id} OTHER_JOB --data {rec.test_file}", highlight=False)
 
 
 if __name__ == "__main__":
