@@ -304,6 +304,9 @@ def _mount_plugins() -> None:
         pass
     else:
         register(app)
+    from ftkit.cli_migrate import register as register_migrate
+
+    register_migrate(app)
     for ep in entry_points(group="ftkit.cli"):
         try:
             sub = ep.load()

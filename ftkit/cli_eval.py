@@ -5,7 +5,7 @@
     ftkit eval --predictions preds.jsonl --data test.jsonl [--json] [--html report.html]
     ftkit eval --job ftk-2026... --data test.jsonl --calibrate isotonic
     ftkit eval --base hf:smollm2-135m --data test.jsonl
-    ftkit compare JOB_OR_PREDICTIONS... --data test.jsonl [--html compare.html]
+    ftkit compare JOB_OR_PREDICTIONS... --data test.jsonl [--html compare.html] [--reference A] [--margin 0.05]
     ftkit estimate --data train.jsonl [--config ftkit.toml] [--backend openai --backend hf] [--test test.jsonl]
 """
 
@@ -157,8 +157,14 @@ def register(app: typer.Typer) -> None:
         calibrate: CalOpt = None,
         bootstrap: BootOpt = 1000,
         force: ForceOpt = False,
+        reference: Annotated[
+            str | None, typer.Option(help="The model the others must not be worse than (default: the first).")
+        ] = None,
+        margin: Annotated[
+            float, typer.Option(help="Accuracy loss the non-inferiority test allows (0.05: 5 points).")
+        ] = 0.05,
     ) -> None:
-        """Several models on the same test set: metrics side by side and McNemar's exact test per pair."""
+        """Several models on one test set: metrics side by side, McNemar per pair, non-inferiority vs the reference."""
         from ftkit.evaluate import compare
 
         if len(models) < 2:
@@ -172,6 +178,8 @@ def register(app: typer.Typer) -> None:
             labels.split(",") if labels else None,
             calibrate=calibrate,
             bootstrap=bootstrap,
+            reference=reference,
+            margin=margin,
         )
         _show(result, html, as_json)
 

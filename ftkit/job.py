@@ -366,11 +366,14 @@ class FineTuneJob:
         """A Predictor over the model this job starts from, with the job's options: the zero-shot baseline.
 
         Scoring it on the same held-out set as :meth:`model` is how a fine-tune proves what it added. The
-        labels of a classification spec are set on it, since a base model knows none of its own.
+        labels and the preamble (system prompt) of a classification spec are set on it, since a base model
+        knows none of its own: the baseline is scored under the prompt the job trains with.
         """
         predictor = self._backend().base_model(self.spec.model, self._context().config)
         if self.spec.labels and hasattr(predictor, "labels"):
             predictor.labels = list(self.spec.labels)
+        if self.spec.preamble is not None and hasattr(predictor, "preamble"):
+            predictor.preamble = self.spec.preamble  # the prompt the job trains with, so the baseline is comparable
         return predictor
 
     def model(self) -> Predictor:

@@ -340,3 +340,40 @@ def gpu_rates(gpu: str | None = None, provider: str | None = None) -> list[GpuRa
     """Rental rates, optionally for one GPU and/or one provider."""
     want = gpu_spec(gpu).name if gpu else None
     return [r for r in GPU_RATES if (want is None or r.gpu == want) and (provider is None or r.provider == provider)]
+
+
+# ---------------------------------------------------------------------------------------------- model lifetimes
+
+_SHUTDOWN_SOURCE = (
+    "third-party reports of OpenAI's deprecation schedule (2026), via shared/facts/openai-fine-tuning.md §1, "
+    "marked UNCERTAIN there; the models API's shutdown_date, where it gives one, takes precedence"
+)
+
+
+class ModelShutdown(BaseModel):
+    """When an OpenAI base snapshot (and with it every fine-tune built on it) stops answering."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    date: str = Field(description="ISO date from which the model no longer answers.")
+    as_of: str = "2026-11"
+    source: str = _SHUTDOWN_SOURCE
+
+
+OPENAI_SHUTDOWNS: dict[str, ModelShutdown] = {
+    s.model: s
+    for s in [
+        ModelShutdown(model="gpt-4.1-nano-2025-04-14", date="2026-10-23"),
+        ModelShutdown(model="gpt-4o-2024-08-06", date="2027-01-14"),
+        ModelShutdown(model="gpt-4o-mini-2024-07-18", date="2027-01-14"),
+        ModelShutdown(model="gpt-4.1-2025-04-14", date="2027-01-14"),
+        ModelShutdown(model="gpt-4.1-mini-2025-04-14", date="2027-01-14"),
+    ]
+}
+
+
+def openai_shutdown(model: str) -> ModelShutdown | None:
+    """The catalogue's shutdown date for a base model, an alias, or an ``ft:`` model built on one; None if unknown."""
+    base = model.removeprefix("ft:").split(":")[0]
+    return OPENAI_SHUTDOWNS.get(OPENAI_ALIASES.get(base, base))

@@ -8,7 +8,8 @@
     ftkit.compare({"base": base, "lora": lora, "openai": "openai_preds.jsonl"}, "test.jsonl").print()
 
 Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibration``,
-``significance``, ``report`` (tables and JSON), ``plots`` and ``html``.
+``significance`` (McNemar), ``paired`` (non-inferiority and equivalence), ``report`` (tables and JSON),
+``plots`` and ``html``.
 """
 
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 from ftkit.evaluate.api import compare, evaluate
 from ftkit.evaluate.calibration import Calibrator, cross_fit
+from ftkit.evaluate.paired import PairedTest, equivalence, noninferiority, noninferiority_sample_size
 from ftkit.evaluate.predictions import Prediction, Reference, load_predictions, load_reference, write_predictions
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
 from ftkit.evaluate.significance import binomial_p_value, mcnemar_exact
@@ -25,15 +27,19 @@ __all__ = [
     "Calibrator",
     "ComparisonReport",
     "EvaluationReport",
+    "PairedTest",
     "Prediction",
     "Reference",
     "binomial_p_value",
     "compare",
     "cross_fit",
+    "equivalence",
     "evaluate",
     "load_predictions",
     "load_reference",
     "mcnemar_exact",
+    "noninferiority",
+    "noninferiority_sample_size",
     "write_predictions",
 ]
 

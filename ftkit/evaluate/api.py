@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ftkit.errors import EvaluationError
+from ftkit.errors import BackendError, EvaluationError
 from ftkit.evaluate.calibration import Calibrator, Method, cross_fit
 from ftkit.evaluate.metrics import (
     LabelledPredictions,
@@ -21,6 +21,7 @@ from ftkit.evaluate.metrics import (
     to_arrays,
     vocabulary,
 )
+from ftkit.evaluate.paired import DEFAULT_ALPHA, DEFAULT_MARGIN, equivalence, noninferiority
 from ftkit.evaluate.predictions import (
     Prediction,
     Reference,
@@ -170,6 +171,26 @@ def _job_details(job: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
     return curve, cost, info
 
 
+def _job_source(job: Any, data: Any) -> tuple[Any, str | None, str | None]:
+    """A job's recorded predictions on this test file where it has them, else its model.
+
+    Returns (source, a note for the report, what to say if the model then fails to answer).
+    """
+    from ftkit.migrate.record import find_recording, recordings
+
+    if isinstance(data, (str, Path)):
+        rec = find_recording(job, data)
+        if rec is not None:
+            note = f"answers recorded from {rec.model} on {rec.recorded_at} (no model was called)"
+            return rec.predictions, note, None
+    known = recordings(job)
+    hint = None
+    if known:
+        on = ", ".join(sorted({r.test_file for r in known}))
+        hint = f"job {job.record.id} has no recording on {data} (it has recordings on: {on}) and its model"
+    return job.model(), None, hint
+
+
 def evaluate(
     predictor_or_predictions: Source,
     data: str | Path | Sequence[dict[str, Any]],
@@ -220,10 +241,11 @@ def evaluate(
     source = predictor_or_predictions
     curve: list[dict[str, Any]] = []
     cost = job_info = None
+    recorded_note = missing_hint = None
     if _is_job(source):
         curve, cost, job_info = _job_details(source)
         name = name or job_info["id"]
-        source = source.model()
+        source, recorded_note, missing_hint = _job_source(source, data)
     if name is None:
         if isinstance(source, (str, Path)):
             name = Path(source).stem
@@ -231,7 +253,14 @@ def evaluate(
             name = type(source).__name__ if _is_predictor(source) else "predictions"
     show = sys.stderr.isatty() if progress is None else progress
     ref = load_reference(data)
-    answers, losses = _predict(source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}")
+    try:
+        answers, losses = _predict(
+            source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}"
+        )
+    except BackendError as e:
+        if missing_hint is None:
+            raise
+        raise EvaluationError(f"{missing_hint} cannot answer: {e}") from None
 
     if ref.task == "generation":
         outputs = [a.label if isinstance(a, Prediction) else str(a) for a in answers]
@@ -283,6 +312,8 @@ def evaluate(
                 hans, _ = _predict(hsource, href, vocab, batch_size, show, "holdout")
                 holdout_lp = to_arrays(href.targets, [a for a in hans if isinstance(a, Prediction)], vocab)
             _calibrate(report, lp, calibrate, holdout_lp, folds, seed, n_bins)
+    if recorded_note:
+        report.notes.append(recorded_note)
     report.training_curve = curve
     report.cost = cost
     report.job = job_info
@@ -318,15 +349,27 @@ def compare(
     models: Mapping[str, Source] | Sequence[Source],
     data: str | Path | Sequence[dict[str, Any]],
     labels: Sequence[str] | None = None,
+    *,
+    reference: str | None = None,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     **kwargs: Any,
 ) -> ComparisonReport:
-    """Evaluate several models on the same test set: metrics side by side and McNemar's exact test per pair.
+    """Evaluate several models on the same test set: metrics side by side and paired tests per pair.
+
+    Every pair gets McNemar's exact test ("do they differ?"). Every pair with the reference model also
+    gets Tango's paired non-inferiority test ("is the other model not worse than the reference by more
+    than ``margin``?") and the equivalence test (TOST, within ``±margin``), each with a one-sentence
+    verdict in ``report.verdicts``.
 
     Args:
         models: ``{name: model}`` or a list; each a Predictor, FineTuneJob, predictions path or an
             :class:`EvaluationReport` already computed on ``data``.
         data: the shared reference file or rows.
         labels: the shared label vocabulary.
+        reference: the name of the model the others must not be worse than; defaults to the first.
+        margin: the accuracy loss the non-inferiority and equivalence tests allow (0.05 = five points).
+        alpha: the one-sided significance level of those tests.
         **kwargs: passed to :func:`evaluate` (calibrate, bootstrap, progress...).
 
     Raises:
@@ -344,19 +387,35 @@ def compare(
     sizes = {int(r.metrics.get("n") or 0) for r in reports.values()}
     if len(sizes) != 1:
         raise EvaluationError(f"the models were evaluated on test sets of different sizes: {sorted(sizes)}")
+    ref_name = reference if reference is not None else next(iter(reports))
+    if ref_name not in reports:
+        raise EvaluationError(f"reference {ref_name!r} is not one of the models compared: {', '.join(reports)}")
     pairs = []
+    verdicts: list[str] = []
     for (a, ra), (b, rb) in itertools.combinations(reports.items(), 2):
         if ra.correct is None or rb.correct is None:
             continue
         test = mcnemar_exact(ra.correct, rb.correct)
-        pairs.append(
-            {
-                "a": a,
-                "b": b,
-                **test,
-                "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
-                "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
-            }
-        )
+        row: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            **test,
+            "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
+            "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
+        }
+        if ref_name in (a, b):
+            new, rn = (b, rb) if a == ref_name else (a, ra)
+            ni = noninferiority(
+                rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new, reference=ref_name
+            )
+            eq = equivalence(
+                rn.correct, reports[ref_name].correct, margin=margin, alpha=alpha, new=new, reference=ref_name
+            )
+            row["noninferiority"] = ni.model_dump()
+            row["equivalence"] = eq.model_dump()
+            verdicts.append(ni.verdict)
+        pairs.append(row)
     first = next(iter(reports.values()))
-    return ComparisonReport(data=first.data, reports=reports, pairs=pairs)
+    return ComparisonReport(
+        data=first.data, reports=reports, pairs=pairs, reference=ref_name, margin=margin, verdicts=verdicts
+    )

@@ -162,6 +162,7 @@ def render_comparison(c: ComparisonReport) -> str:
     """Several models on one test set as a complete HTML page."""
     body = [
         f"<p>{len(c.reports)} models on <code>{_e(c.data)}</code>.</p>",
+        *(f'<p class="verdict"><strong>Verdict:</strong> {_e(v)}</p>' for v in c.verdicts),
         "<h2>Metrics side by side</h2>",
         _metrics_table(c.reports),
     ]
@@ -172,6 +173,29 @@ def render_comparison(c: ComparisonReport) -> str:
                 ["A", "B", "A right, B wrong", "B right, A wrong", "p-value"],
                 [[p["a"], p["b"], p["a_only"], p["b_only"], fmt(p["p_value"], "{:.3g}")] for p in c.pairs],
                 left=2,
+            )
+        )
+    tests = [(p, p[k]) for p in c.pairs for k in ("noninferiority", "equivalence") if p.get(k)]
+    if tests:
+        body.append(
+            "<h2>Against the reference: non-inferiority and equivalence (Tango's paired score test)</h2>"
+            + _table(
+                ["model", "reference", "test", "margin", "difference", "bound(s)", "p-value", "shown"],
+                [
+                    [
+                        t["new"],
+                        t["reference"],
+                        t["kind"],
+                        f"{t['margin'] * 100:g} points",
+                        f"{t['difference'] * 100:+.1f} points",
+                        f"{t['lower_bound'] * 100:+.1f}"
+                        + ("" if t.get("upper_bound") is None else f" .. {t['upper_bound'] * 100:+.1f}"),
+                        fmt(t["p_value"], "{:.3g}"),
+                        "yes" if t["shown"] else "no",
+                    ]
+                    for _, t in tests
+                ],
+                left=3,
             )
         )
     figs = []

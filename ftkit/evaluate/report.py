@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from ftkit.atomic import atomic_write_text
 
@@ -181,7 +182,11 @@ class ComparisonReport(BaseModel):
         data: the shared reference file.
         reports: each model's own report, by name, in the order given.
         pairs: for each pair of models, the discordant counts (``a_only``: A right and B wrong) and
-            McNemar's exact two-sided p-value.
+            McNemar's exact two-sided p-value; pairs with the reference also hold ``noninferiority``
+            and ``equivalence`` (:class:`ftkit.evaluate.paired.PairedTest` as dicts).
+        reference: the model the others were held against.
+        margin: the accuracy margin of the non-inferiority and equivalence tests.
+        verdicts: one sentence per model against the reference ("not worse by more than ...").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -189,6 +194,9 @@ class ComparisonReport(BaseModel):
     data: str
     reports: dict[str, EvaluationReport]
     pairs: list[dict[str, Any]] = Field(default_factory=list)
+    reference: str | None = None
+    margin: float | None = None
+    verdicts: list[str] = Field(default_factory=list)
 
     @property
     def metrics(self) -> dict[str, dict[str, Any]]:
@@ -226,6 +234,8 @@ class ComparisonReport(BaseModel):
             for row in self.pairs:
                 p.add_row(row["a"], row["b"], str(row["a_only"]), str(row["b_only"]), fmt(row["p_value"], "{:.3g}"))
             parts.append(p)
+        for verdict in self.verdicts:
+            parts.append(Text("verdict: " + verdict))
         return Group(*parts)
 
     def print(self, console: Console | None = None) -> None:

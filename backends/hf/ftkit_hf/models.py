@@ -111,6 +111,12 @@ def resolve_model(name: str | os.PathLike[str], *, convert: bool = True) -> Reso
             f"Download it yourself (e.g. `huggingface-cli download {raw} --local-dir ./{raw.split('/')[-1]}`) "
             f"and pass the local folder, or use a default model: {', '.join(DEFAULT_MODELS)}"
         )
+    if raw.startswith(("gpt-", "ft:gpt-", "o4-", "davinci", "babbage")):
+        # Typically an attached OpenAI job's spec passed on as it is: its model is OpenAI's, not an open one.
+        raise ConfigError(
+            f"{raw!r} is an OpenAI model, not an open one; to retrain an OpenAI fine-tune locally use "
+            "ftkit.migrate.retrain_spec(job, 'hf', model) or `ftkit migrate ftjob-... --test test.jsonl`"
+        )
     raise ConfigError(f"unknown model {raw!r}: use a local folder, a .gguf file, or one of {', '.join(DEFAULT_MODELS)}")
 
 

@@ -36,5 +36,11 @@ def test_hub_id_is_refused_with_instructions():
 
 
 def test_unknown_bare_name():
-    with pytest.raises(ConfigError, match=r"unknown model 'gpt-9'"):
-        resolve_model("gpt-9")
+    with pytest.raises(ConfigError, match=r"unknown model 'llama-99'"):
+        resolve_model("llama-99")
+
+
+def test_openai_model_name_points_to_migration():
+    # An attached OpenAI job's spec passed to the hf backend as it is.
+    with pytest.raises(ConfigError, match=r"'gpt-4.1-mini-2025-04-14' is an OpenAI model.*ftkit migrate"):
+        resolve_model("gpt-4.1-mini-2025-04-14")

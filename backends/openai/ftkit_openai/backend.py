@@ -9,6 +9,7 @@ job has succeeded, its checkpoints, results file and ``trained_tokens`` (the act
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,8 @@ from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
+from ftkit.migrate.inventory import InventoryEntry
+from ftkit.migrate.recover import chat_to_classification, recover_task
 from ftkit.predictor import Predictor
 from ftkit.spec import Hyperparameters, JobSpec
 from ftkit_openai import pricing, sunset
@@ -328,9 +331,29 @@ class OpenAIBackend(Backend):
             for j in page.data[:limit]
         ]
 
+    def inventory(self, config: BackendConfig, *, today: dt.date | None = None) -> list[InventoryEntry]:
+        """Every fine-tuning job and fine-tuned model on the account with its shutdown date, most urgent first."""
+        from ftkit_openai.inventory import inventory
+
+        return inventory(_cfg(config), today=today)
+
+    def inventory_entry(self, backend_job_id: str, config: BackendConfig, *,
+                        today: dt.date | None = None) -> InventoryEntry:
+        """One job's inventory entry (task, cost, shutdown date)."""
+        from ftkit_openai.inventory import entry_for_job
+
+        api = OpenAIAPI(_cfg(config))
+        job = api.call(api.client.fine_tuning.jobs.retrieve, backend_job_id)
+        return entry_for_job(api, job, sunset.today(today))
+
     def attach(self, backend_job_id: str, config: BackendConfig) -> JobSpec:
-        """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache."""
-        from ftkit.paths import cache_dir
+        """A spec describing an existing OpenAI job; its training file is downloaded to ftkit's cache.
+
+        A classification-shaped chat file (one system prompt, one user message and one of a few short answers
+        per line) becomes a ``classification`` spec with the labels and the exact system prompt as its
+        ``preamble``, so the attached model is scored under the prompt it was trained with.
+        """
+        from ftkit_openai.inventory import training_file_path
 
         cfg = _cfg(config)
         api = OpenAIAPI(cfg)
@@ -339,25 +362,32 @@ class OpenAIBackend(Backend):
         paths: dict[str, Path | None] = {"train": None, "validation": None}
         for field, file_id in (("train", job.training_file), ("validation", job.validation_file)):
             if file_id:
-                dest = cache_dir() / "openai-files" / f"{file_id}.jsonl"
-                if not dest.exists():
-                    atomic_write_bytes(dest, api.call(api.client.files.content, file_id).read())
-                paths[field] = dest
+                paths[field] = training_file_path(api, file_id)
         hp = job.hyperparameters
         epochs = hp.n_epochs if hp is not None and isinstance(hp.n_epochs, int) else None
         batch = hp.batch_size if hp is not None and isinstance(hp.batch_size, int) else None
         suffix = (job.model_extra or {}).get("user_provided_suffix") or None
         if paths["train"] is None:
             raise ConfigError(f"OpenAI job {backend_job_id} has no training file")
-        return JobSpec(
-            task="preference" if method == "dpo" else "chat",
-            model=job.model,
-            train=paths["train"],
-            validation=paths["validation"],
-            suffix=suffix,
-            hyperparameters=Hyperparameters(epochs=epochs, batch_size=batch, seed=job.seed or 0),
-            backend="openai",
-        )
+        common: dict[str, Any] = {"model": job.model, "suffix": suffix, "backend": "openai",
+                  "hyperparameters": Hyperparameters(epochs=epochs, batch_size=batch, seed=job.seed or 0)}
+        if method != "dpo":
+            recovered = recover_task(paths["train"])
+            if recovered.task == "classification":
+                # A classifier: its labels and exact system prompt, so that scoring it (and retraining the same
+                # data elsewhere) uses the prompt it was trained with; the chat files convert losslessly back.
+                files: dict[str, Path | None] = {}
+                for field, path in paths.items():
+                    files[field] = None
+                    if path is not None:
+                        dest = path.with_name(path.stem + ".classification.jsonl")
+                        chat_to_classification(path, dest)
+                        files[field] = dest
+                return JobSpec(task="classification", train=files["train"] or paths["train"],
+                               validation=files["validation"], labels=recovered.labels, preamble=recovered.preamble,
+                               **common)
+        return JobSpec(task="preference" if method == "dpo" else "chat", train=paths["train"],
+                       validation=paths["validation"], **common)
 
 
 def _cfg(config: BackendConfig) -> OpenAIConfig:

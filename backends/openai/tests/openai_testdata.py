@@ -33,8 +33,11 @@ def write_classification(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+CHAT_SYSTEM_PROMPT = "Route the ticket."
+
+
 def write_chat(path: Path, n: int, seed: int) -> Path:
-    rows = [{"messages": [{"role": "system", "content": "Route the ticket."}, {"role": "user", "content": t},
+    rows = [{"messages": [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": t},
                           {"role": "assistant", "content": lab}]} for t, lab in texts(n, seed)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

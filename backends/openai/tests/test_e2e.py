@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 from ftkit_openai.emulator import EmulatorServer
-from openai_testdata import LABELS, texts, write_chat, write_classification, write_preference
+from openai_testdata import CHAT_SYSTEM_PROMPT, LABELS, texts, write_chat, write_classification, write_preference
 
 import ftkit
 from ftkit import FineTuneJob, JobSpec, JobStatus
@@ -132,8 +132,13 @@ def test_attach_to_existing_job(tmp_path: Path, no_violations: None) -> None:
 
     job = FineTuneJob.attach(remote.id, backend="openai")
     assert job.backend_job_id == remote.id
-    assert job.spec.task == "chat" and job.spec.model == "gpt-4o-mini-2024-07-18"
-    assert Path(job.spec.train).read_bytes() == path.read_bytes()  # training data fetched for evaluation
+    # A classification-shaped chat file: the spec recovers the labels and the exact system prompt.
+    assert job.spec.task == "classification" and job.spec.model == "gpt-4o-mini-2024-07-18"
+    assert job.spec.preamble == CHAT_SYSTEM_PROMPT and job.spec.labels == sorted({y for _, y in texts(15, seed=6)})
+    fetched = Path(job.spec.train).with_name(f.id + ".jsonl")
+    assert fetched.read_bytes() == path.read_bytes()  # training data fetched for evaluation
+    rows = [json.loads(x) for x in Path(job.spec.train).read_text().splitlines()]
+    assert [(r["text"], r["label"]) for r in rows] == texts(15, seed=6)
     assert job.wait(timeout=60, poll_interval=0.02) is JobStatus.SUCCEEDED
     assert job.metrics() and job.record.actual_cost is not None
     predictor = job.model()

@@ -9,7 +9,7 @@ import openai
 import pytest
 from ftkit_openai import OpenAIConfig, OpenAIPredictor
 from ftkit_openai.emulator import EmulatorServer
-from openai_testdata import LABELS, TEST_KEY, write_chat, write_classification
+from openai_testdata import CHAT_SYSTEM_PROMPT, LABELS, TEST_KEY, write_chat, write_classification
 
 from ftkit import FineTuneJob, JobSpec, JobStatus
 from ftkit.errors import (
@@ -42,7 +42,9 @@ def _chat_requests(emulator: EmulatorServer, since: float) -> list[dict]:
 
 
 def _predictor(model: str, **options: object) -> OpenAIPredictor:
-    return OpenAIPredictor(model, OpenAIConfig(**options), labels=LABELS)  # type: ignore[arg-type]
+    # The models here are trained on write_chat files: their system prompt is the one to classify under.
+    return OpenAIPredictor(model, OpenAIConfig(**options), labels=LABELS,  # type: ignore[arg-type]
+                           preamble=CHAT_SYSTEM_PROMPT)
 
 
 def test_429_with_retry_after_is_honoured(emulator: EmulatorServer, model_name: str) -> None:

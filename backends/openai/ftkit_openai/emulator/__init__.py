@@ -85,6 +85,14 @@ class EmulatorServer:
         """Drop faults not yet used."""
         self.httpd.faults.clear()
 
+    def set_model(self, model: str, *, shutdown_date: str | None = None, shut_down: bool = False) -> dict[str, Any]:
+        """Give a model a ``shutdown_date`` (ISO date) and/or shut it down now: it then answers 404.
+
+        Shutting down a base model shuts down every fine-tune built on it.
+        """
+        with self.httpd.state.lock:
+            return self.httpd.state.set_model_lifecycle(model, shutdown_date, shut_down)
+
     def requests(self) -> list[dict[str, Any]]:
         """Every request seen: time, method, path (without /v1), x-stainless-retry-count."""
         with self.httpd.log_lock:

@@ -10,10 +10,18 @@ share goes to a non-answer token ("I"), so the unparseable mass is never exactly
 
 This makes evaluation meaningful: held-out texts that resemble a class's training texts get
 that class; a file of random labels gives chance accuracy. It is deterministic.
+
+A fine-tuned model also depends on the system prompt it was trained with, as a real one does.
+Asked under another system prompt (or with one where training had none), it keeps only a faint
+memory of its training: each candidate's score is a quarter its word overlap and three quarters a
+fixed pseudo-random number drawn from the question and the candidate, so accuracy falls towards
+chance. An empty system message counts as none; a request without any system message is answered
+from memory (a bare question, as in quick ``generate`` calls). Tests thereby catch a prompt mismatch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -24,6 +32,7 @@ _WORD = re.compile(r"[\w']+")
 SHARPNESS = 12.0  # softmax temperature: higher means more confident answers
 OTHER_TOKEN = "I"  # the start of a chatty non-answer ("I think ...")
 OTHER_SCORE = 0.02
+MISMATCH_MEMORY = 0.25  # share of the word overlap left when the system prompt is not the trained one
 
 
 def words(text: str) -> frozenset[str]:
@@ -38,6 +47,19 @@ def message_text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+def system_of(messages: Sequence[dict[str, Any]]) -> str | None:
+    """The system (or developer) prompt of a conversation; None when it has none or an empty one."""
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+            return message_text(m.get("content")) or None
+    return None
+
+
+def _noise(question: frozenset[str], answer: str) -> float:
+    digest = hashlib.sha256((" ".join(sorted(question)) + "\x00" + answer).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def question_of(messages: Sequence[dict[str, Any]]) -> str:
@@ -58,10 +80,12 @@ class Memory:
 
     def __init__(self, examples: Sequence[dict[str, Any]]) -> None:
         self.pairs: list[tuple[frozenset[str], str]] = []
+        self.systems: set[str | None] = set()
         for ex in examples:
             pair = _pair(ex)
             if pair is not None:
                 self.pairs.append((words(pair[0]), pair[1]))
+                self.systems.add(_system_of_example(ex))
 
     def answer(self, messages: Sequence[dict[str, Any]]) -> Answer:
         """The answer to a conversation, with a probability for every distinct training answer."""
@@ -74,6 +98,9 @@ class Memory:
             sim = len(q & ws) / union if union else 0.0
             if sim > best.get(ans, -1.0):
                 best[ans] = sim
+        asked = system_of(messages)
+        if asked is not None and asked not in self.systems:
+            best = {a: MISMATCH_MEMORY * s + (1 - MISMATCH_MEMORY) * _noise(q, a) for a, s in best.items()}
         scores = [(a, s) for a, s in best.items()]
         scores.append((OTHER_TOKEN, OTHER_SCORE))
         top = max(s for _, s in scores)
@@ -82,6 +109,12 @@ class Memory:
         probs = sorted(((a, e / z) for a, e in exps), key=lambda x: (-x[1], x[0]))
         text = next(a for a, _ in probs if a != OTHER_TOKEN)
         return Answer(text, probs)
+
+
+def _system_of_example(ex: dict[str, Any]) -> str | None:
+    if "input" in ex:
+        return system_of((ex.get("input") or {}).get("messages") or [])
+    return system_of(ex.get("messages") or [])
 
 
 def _pair(ex: dict[str, Any]) -> tuple[str, str] | None:

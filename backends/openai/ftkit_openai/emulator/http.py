@@ -196,6 +196,14 @@ class Handler(BaseHTTPRequestHandler):
                 for k, v in body.items():
                     setattr(srv.state.settings, k, v)
             out = srv.state.settings.model_dump()
+        elif path.startswith("/_emulator/models/") and method == "POST":
+            name = path.removeprefix("/_emulator/models/")
+            try:
+                with srv.state.lock:
+                    out = srv.state.set_model_lifecycle(name, body.get("shutdown_date"), bool(body.get("shut_down")))
+            except ApiError as e:
+                self._send(e.status, json.dumps(e.body).encode(), "application/json")
+                return
         elif path == "/_emulator/requests":
             with srv.log_lock:
                 out = {"requests": list(srv.requests)}
@@ -223,12 +231,10 @@ class Handler(BaseHTTPRequestHandler):
             return st.chat_completion(body)
         if parts[:1] == ["batches"]:
             return self._batches(method, parts[1:], q, raw)
+        if parts == ["models"] and method == "GET":
+            return {"object": "list", "data": st.list_models()}
         if parts[:1] == ["models"] and len(parts) == 2 and method == "GET":
-            if parts[1] not in st.models:
-                raise ApiError(404, f"The model `{parts[1]}` does not exist", code="model_not_found")
-            job = st.jobs[st.models[parts[1]]]
-            return {"id": parts[1], "object": "model", "created": int(job.finished_at or job.created_at),
-                    "owned_by": st.settings.org_slug}
+            return st.model_object(parts[1])
         raise ApiError(404, f"Invalid URL ({method} /v1{path})", code="unknown_url")
 
     def _files(self, method: str, parts: list[str], q: dict[str, str], raw: bytes) -> Json | bytes:

@@ -74,6 +74,9 @@ class State:
         self.jobs: dict[str, Job] = {}
         self.models: dict[str, str] = {}  # fine-tuned model or checkpoint name -> job id
         self.batches: dict[str, dict[str, Any]] = {}
+        # Model lifecycle: a shutdown date per model (ISO date) and the models already shut down.
+        self.shutdown_dates: dict[str, str] = {}
+        self.shut_down: set[str] = set()
         self._memories: dict[str, Memory] = {}
         self.runner = JobRunner(self)
 
@@ -199,6 +202,54 @@ class State:
             self.runner.resume(job, t)
         return job
 
+    # ------------------------------------------------------------------ models
+
+    def shutdown_date_of(self, model: str) -> str | None:
+        """A model's shutdown date: its own, else (for a fine-tuned model or checkpoint) its base model's."""
+        if model in self.shutdown_dates:
+            return self.shutdown_dates[model]
+        if model.startswith("ft:"):
+            return self.shutdown_dates.get(model.split(":")[1])
+        return None
+
+    def model_object(self, model: str) -> dict[str, Any]:
+        """``GET /models/{model}``: the model object, with ``shutdown_date`` (null when none is set)."""
+        if model in self.shut_down or (model.startswith("ft:") and model.split(":")[1] in self.shut_down):
+            raise ApiError(404, f"The model `{model}` has been shut down and no longer exists.",
+                           code="model_not_found")
+        if model in self.models:
+            job = self.jobs[self.models[model]]
+            created, owner = int(job.finished_at or job.created_at), self.settings.org_slug
+        elif model in FINE_TUNABLE:
+            created, owner = 1_700_000_000, "system"
+        else:
+            raise ApiError(404, f"The model `{model}` does not exist", code="model_not_found")
+        return {"id": model, "object": "model", "created": created, "owned_by": owner,
+                "shutdown_date": self.shutdown_date_of(model)}
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """``GET /models``: base models, then the fine-tuned models of finished jobs (checkpoints left out)."""
+        names = [m for m in FINE_TUNABLE if m not in self.shut_down]
+        names += [j.fine_tuned_model for j in self.jobs.values() if j.fine_tuned_model]
+        out = []
+        for name in names:
+            try:
+                out.append(self.model_object(name))
+            except ApiError:
+                continue
+        return out
+
+    def set_model_lifecycle(self, model: str, shutdown_date: str | None = None,
+                            shut_down: bool = False) -> dict[str, Any]:
+        """Set a model's shutdown date and/or shut it down now (the ``/_emulator/models/{id}`` control route)."""
+        if model not in self.models and model not in FINE_TUNABLE:
+            raise ApiError(404, f"The model `{model}` does not exist", code="model_not_found")
+        if shutdown_date is not None:
+            self.shutdown_dates[model] = shutdown_date
+        if shut_down:
+            self.shut_down.add(model)
+        return {"id": model, "shutdown_date": self.shutdown_date_of(model), "shut_down": model in self.shut_down}
+
     # ------------------------------------------------------------------ inference
 
     def memory_for(self, model: str) -> Memory | None:
@@ -222,6 +273,9 @@ class State:
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "Missing required parameter: 'messages'.", param="messages")
         base = model.split(":")[1] if model.startswith("ft:") else model
+        if model in self.shut_down or base in self.shut_down:
+            raise ApiError(404, f"The model `{model}` has been shut down and no longer exists.",
+                           param=None, code="model_not_found")
         memory = self.memory_for(model)
         if memory is None and (model.startswith("ft:") or model not in FINE_TUNABLE):
             raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
