@@ -32,10 +32,13 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     """Add ``migrate`` to the ``ftkit`` command."""
-    from ftkit.cli import clean_errors, err, out
+    from rich.console import Console
+
+    from ftkit.cli import out, print_json
+
+    err = Console(stderr=True, soft_wrap=True)  # progress goes here when stdout carries --json
 
     @app.command("migrate")
-    @clean_errors
     def migrate_command(
         hosted_job: Annotated[str, typer.Argument(help="The OpenAI fine-tuning job id (ftjob-...).")],
         test: Annotated[Path, typer.Option("--test", "-t", help="Labelled test file both models are judged on.")],
@@ -67,7 +70,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             plan = m.plan()
             if as_json:
-                sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+                print_json(plan.model_dump(mode="json"))
             else:
                 for line in plan.lines():
                     say(line)
@@ -84,7 +87,7 @@ def register(app: typer.Typer) -> None:
 
         result = m.run(confirm)
         if as_json:
-            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+            print_json(result.model_dump(mode="json"))
         elif not result.finished:
             say(result.message)
         if not result.finished and result.message != "stopped before spending":

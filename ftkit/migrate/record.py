@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from ftkit.atomic import atomic_write_bytes, atomic_write_text
-from ftkit.errors import EvaluationError
+from ftkit.errors import APIError, EvaluationError, JobNotFoundError
 from ftkit.evaluate.predictions import Reference, load_reference
 from ftkit.predictor import Classification
 
@@ -81,7 +81,12 @@ def attach_once(backend_job_id: str, backend: str, *, options: dict[str, Any] | 
     for rec in store.list(limit=10_000, backend=backend):
         if rec.backend_job_id == backend_job_id and (rec.manifest or {}).get("attached"):
             return FineTuneJob.get(rec.id, store=store)
-    return FineTuneJob.attach(backend_job_id, backend, options=options, store=store)
+    try:
+        return FineTuneJob.attach(backend_job_id, backend, options=options, store=store)
+    except APIError as e:
+        if e.status_code == 404:
+            raise JobNotFoundError(f"no fine-tuning job {backend_job_id!r} on this {backend} account") from None
+        raise
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,7 +1,7 @@
 """``ftkit openai ...``: what the OpenAI account holds and how long each fine-tune lives.
 
-The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group; it also runs on its own
-(``python -m ftkit_openai.cli``)::
+The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group, so its errors reach the one
+top-level handler (one line, exit code by kind: see ``ftkit.cli_errors``)::
 
     ftkit openai inventory [--json] [--today 2026-12-07]
     ftkit openai record ftjob-... --test test.jsonl [--json]
@@ -10,7 +10,6 @@ The core CLI mounts ``app`` through the ``ftkit.cli`` entry-point group; it also
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,14 +18,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ftkit.errors import FtkitError
+from ftkit.errors import ConfigError
 from ftkit.migrate.inventory import InventoryEntry
 from ftkit_openai import sunset
 
 app = typer.Typer(help="OpenAI fine-tunes: the inventory of jobs and models, with shutdown dates.",
                   no_args_is_help=True)
 _out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-_err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -68,16 +66,15 @@ def inventory_command(
     from ftkit_openai.inventory import inventory
 
     try:
-        on = sunset.today(dt.date.fromisoformat(today) if today else None)
-        entries = inventory(OpenAIConfig(), today=on)
-    except ValueError as e:  # a bad --today
-        _err.print(f"[red]error:[/red] --today: {e}", highlight=False)
-        raise typer.Exit(2) from None
-    except FtkitError as e:
-        _err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+        day = dt.date.fromisoformat(today) if today else None
+    except ValueError as e:
+        raise ConfigError(f"--today: {e}") from None
+    on = sunset.today(day)
+    entries = inventory(OpenAIConfig(), today=on)
     if as_json:
-        sys.stdout.write(json.dumps([e.model_dump(mode="json") for e in entries], indent=2) + "\n")
+        from ftkit.cli import print_json  # not at module level: ftkit.cli mounts this module
+
+        print_json([e.model_dump(mode="json") for e in entries])
         return
     _out.print(table(entries, on))
     sources = sorted({e.shutdown_source for e in entries if e.shutdown_source and _source(e) == "catalogue"})
@@ -98,14 +95,12 @@ def record_command(
     """Ask the fine-tuned model once per test example and keep its answers for good (a recorded model)."""
     from ftkit.migrate.record import attach_once, record_model
 
-    try:
-        job = attach_once(job_id, "openai")
-        rec = record_model(job, test, force=force)
-    except FtkitError as e:
-        _err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
+    job = attach_once(job_id, "openai")
+    rec = record_model(job, test, force=force)
     if as_json:
-        sys.stdout.write(rec.model_dump_json(indent=2) + "\n")
+        from ftkit.cli import print_json  # not at module level: ftkit.cli mounts this module
+
+        print_json(rec.model_dump(mode="json"))
         return
     usd = rec.usage.get("usd")
     _out.print(f"recorded {rec.model} on {rec.n} examples of {rec.test_file} ({rec.recorded_at}) as job {job.id}; "

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import openai
 import pytest
-from ftkit_openai.cli import app
 from ftkit_openai.config import OpenAIConfig
 from ftkit_openai.emulator import EmulatorServer
 from ftkit_openai.inventory import inventory
@@ -16,6 +15,7 @@ from ftkit_openai.predictor import OpenAIPredictor
 from openai_testdata import CHAT_SYSTEM_PROMPT, LABELS, texts, write_chat, write_preference
 from typer.testing import CliRunner
 
+from ftkit.cli import app as ftkit_app
 from ftkit.costs.catalogue import OPENAI_SHUTDOWNS
 
 
@@ -98,11 +98,11 @@ def test_inventory_lists_jobs_with_task_cost_and_shutdown(tmp_path: Path, emulat
 def test_inventory_command_prints_json_and_a_table(tmp_path: Path) -> None:
     client = openai.OpenAI()
     job = _tuned(client, write_chat(tmp_path / "chat.jsonl", 12, seed=4))
-    result = CliRunner().invoke(app, ["inventory", "--json", "--today", "2026-12-07"])
+    result = CliRunner().invoke(ftkit_app, ["openai", "inventory", "--json", "--today", "2026-12-07"])
     assert result.exit_code == 0, result.output
     rows = {r["job_id"]: r for r in json.loads(result.stdout)}
     assert rows[job.id]["task"] == "classification" and rows[job.id]["days_left"] == 38
-    table = CliRunner().invoke(app, ["inventory", "--today", "2026-12-07"])
+    table = CliRunner().invoke(ftkit_app, ["openai", "inventory", "--today", "2026-12-07"])
     assert table.exit_code == 0 and job.id in table.stdout and "catalogue dates:" in table.stdout
-    bad = CliRunner().invoke(app, ["inventory", "--today", "07/12/2026"])
+    bad = CliRunner().invoke(ftkit_app, ["openai", "inventory", "--today", "07/12/2026"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output

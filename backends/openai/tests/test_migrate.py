@@ -206,7 +206,7 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path) -> None:
     odd = tmp_path / "odd.jsonl"
     odd.write_text(json.dumps({"text": "refund please", "label": "refunds"}) + "\n")
     out = _cli(hosted.id, "--test", str(odd), "--backend", "fake", "--dry-run")
-    assert out.exit_code == 2 and "'refunds' are not among the model's training labels" in out.output
+    assert out.exit_code == 1 and "'refunds' are not among the model's training labels" in out.output  # data
     out = _cli(hosted.id, "--test", str(tmp_path / "missing.jsonl"), "--backend", "fake", "--dry-run")
     assert out.exit_code == 2 and "no such test file" in out.output
     out = _cli(hosted.id, "--test", str(test), "--backend", "fake")  # not a terminal, no --yes
@@ -231,19 +231,17 @@ def test_base_model_is_scored_under_the_specs_preamble(tmp_path: Path) -> None:
 
 
 def test_record_command_attaches_once_and_migrate_reuses_it(tmp_path: Path, emulator: EmulatorServer) -> None:
-    from ftkit_openai.cli import app as openai_app
-
     hosted = _hosted_job(tmp_path)
     test = _test_file(tmp_path, 12)
     before = _chat_requests(emulator)
-    out = CliRunner().invoke(openai_app, ["record", hosted.id, "--test", str(test), "--json"])
+    out = CliRunner().invoke(app, ["openai", "record", hosted.id, "--test", str(test), "--json"])
     assert out.exit_code == 0, out.output
     rec = json.loads(out.stdout)
     assert rec["n"] == 12 and _chat_requests(emulator) - before == 12
-    again = CliRunner().invoke(openai_app, ["record", hosted.id, "--test", str(test)])
+    again = CliRunner().invoke(app, ["openai", "record", hosted.id, "--test", str(test)])
     assert again.exit_code == 0 and rec["job_id"] in again.stdout and _chat_requests(emulator) - before == 12
     plan = Migration(hosted.id, test, "fake").plan()
     assert next(s for s in plan.steps if s.name == "record").done  # the recording made by `record` counts
     assert len([j for j in FineTuneJob.list(backend="openai") if j.backend_job_id == hosted.id]) == 1
-    bad = CliRunner().invoke(openai_app, ["record", "ftjob-nope", "--test", str(test)])
+    bad = CliRunner().invoke(app, ["openai", "record", "ftjob-nope", "--test", str(test)])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
