@@ -23,6 +23,7 @@ from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
+from ftkit_hf.memory_plan import memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.worker import cancel_file, throughput_key
 
@@ -172,6 +173,11 @@ class HFBackend(Backend):
                 f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh"
                 + (f" (power_watts is for the whole machine, all {processes} processes)" if processes > 1 else "")
                 + "; electricity only, hardware not counted",
+                # The planned peak memory and whether it fits here (decoders; an encoder's head is small).
+                *(memory_assumptions(prep["model"].path, device=plan.device, precision=plan.precision,
+                                     method=config.method, lora_rank=config.lora_r, batch_tokens=config.batch_tokens,
+                                     pass_tokens=config.pass_tokens)
+                  if prep["head"] != "sequence_classification" else []),
             ],
         )
 

@@ -331,3 +331,63 @@ def fit_memory(shape: ModelShape, capacity_bytes: int, *, batch_tokens: int, dev
                 break
             t = max(MIN_PASS_TOKENS, t // 2)
     return min(tried, key=lambda p: p.total_bytes)
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Memory of the training device here: the first GPU's, the machine's RAM for a CPU, None for MPS."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    return None
+
+
+def memory_assumptions(model_dir: Path, *, device: str, precision: str, method: str, lora_rank: int,
+                       batch_tokens: int, pass_tokens: int | None, capacity_bytes: int | None = None) -> list[str]:
+    """The estimate's memory line for a local model folder: the planned peak, and whether it fits here.
+
+    When it does not fit, the line names what would (shorter passes, or QLoRA on CUDA). Empty for a model whose
+    config this plan does not describe (an encoder, an unknown layout) and for MPS.
+
+    Args:
+        model_dir: the resolved model folder (``config.json`` is read).
+        device: the resolved device (``cpu``, ``cuda``, ``mps``).
+        precision: the resolved precision (``bf16``, ``fp16``, ``fp32``).
+        method: ``lora``, ``qlora`` or ``full``.
+        lora_rank: the LoRA rank.
+        batch_tokens: tokens of one optimizer step.
+        pass_tokens: the configured pass length (None: the engine's default for the device).
+        capacity_bytes: the device's memory (None: :func:`device_memory_bytes`).
+    """
+    from ftkit_hf.engine.settings import CPU_PASS_TOKENS, CPU_PASS_TOKENS_FP32
+
+    if device == "mps":
+        return []
+    try:
+        shape = ModelShape.from_model_dir(model_dir)
+    except (ConfigError, ValueError):
+        return []
+    if pass_tokens is None and device == "cpu":
+        pass_tokens = CPU_PASS_TOKENS_FP32 if precision == "fp32" else CPU_PASS_TOKENS
+    tokens = min(pass_tokens or batch_tokens, batch_tokens)
+    prec: Precision = precision if precision in ("bf16", "fp16", "fp32") else "fp32"  # type: ignore[assignment]
+    meth: Method = method if method in ("lora", "qlora", "full") else "lora"  # type: ignore[assignment]
+    plan = plan_memory(shape, device=device, precision=prec, method=meth, lora_rank=lora_rank, pass_tokens=tokens)
+    capacity = capacity_bytes if capacity_bytes is not None else device_memory_bytes(device)
+    line = f"peak memory about {plan.describe()} (ftkit_hf.memory_plan)"
+    if capacity is None:
+        return [line]
+    if plan.fits(capacity):
+        return [f"{line}; fits the {capacity / GIB:.0f} GiB here"]
+    better = fit_memory(shape, capacity, batch_tokens=batch_tokens, device=device, precision=prec, method=meth,
+                        pass_tokens=tokens, lora_rank=lora_rank)
+    if not better.fits(capacity):
+        return [f"{line}; does NOT fit the {capacity / GIB:.0f} GiB here, not even with 256-token passes"
+                + (" or QLoRA" if device == "cuda" and meth == "lora" else "")]
+    fix = f"method='qlora', pass_tokens={better.pass_tokens}" if better.method != meth \
+        else f"pass_tokens={better.pass_tokens}"
+    return [f"{line}; does NOT fit the {capacity / GIB:.0f} GiB here: {fix} would ({better.total_bytes / GIB:.1f} GiB)"]

@@ -94,3 +94,21 @@ def test_shapes_from_configs_and_clear_errors(tmp_path: Path):
         ModelShape.from_model_dir(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="QLoRA runs on CUDA only"):
         plan_memory(QWEN_05B, device="cpu", method="qlora")
+
+
+def test_the_estimate_line_says_whether_it_fits_and_what_would(tmp_path: Path):
+    from ftkit_hf.memory_plan import memory_assumptions
+
+    QWEN_05B_CONFIG = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                       "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                       "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(QWEN_05B_CONFIG))
+    kw = dict(device="cuda", precision="bf16", method="lora", lora_rank=16, batch_tokens=8192, pass_tokens=None)
+    [fits] = memory_assumptions(tmp_path, capacity_bytes=80 * GIB, **kw)
+    assert fits.startswith("peak memory about") and "fits the 80 GiB here" in fits
+    [shorter] = memory_assumptions(tmp_path, capacity_bytes=8 * GIB, **kw)
+    assert "does NOT fit the 8 GiB here: pass_tokens=" in shorter
+    [nothing] = memory_assumptions(tmp_path, capacity_bytes=1 * GIB, **kw)
+    assert "not even with 256-token passes or QLoRA" in nothing
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "unknown"}))
+    assert memory_assumptions(tmp_path, capacity_bytes=GIB, **kw) == []  # a config it cannot describe: no line
