@@ -391,3 +391,36 @@ def memory_assumptions(model_dir: Path, *, device: str, precision: str, method: 
     fix = f"method='qlora', pass_tokens={better.pass_tokens}" if better.method != meth \
         else f"pass_tokens={better.pass_tokens}"
     return [f"{line}; does NOT fit the {capacity / GIB:.0f} GiB here: {fix} would ({better.total_bytes / GIB:.1f} GiB)"]
+
+
+def gpu_pass_tokens(config: Any, batch_tokens: int, precision: str, capacity_bytes: int) -> tuple[int | None, str]:
+    """The pass length the engine uses on a GPU when none is configured: the whole step if the plan fits the card,
+    else the longest of the halvings (down to 256 tokens) that fits.
+
+    Args:
+        config: the model's ``transformers`` config (None, or one this plan does not describe: the whole step).
+        batch_tokens: tokens of one optimizer step.
+        precision: the resolved precision.
+        capacity_bytes: the GPU's memory.
+
+    Returns:
+        The pass length (None: the whole step) and a message for the job log ("" when nothing changed).
+    """
+    if config is None:
+        return None, ""
+    try:
+        shape = ModelShape.from_config(config)
+    except (ConfigError, ValueError):
+        return None, ""
+    prec: Precision = precision if precision in ("bf16", "fp16", "fp32") else "bf16"  # type: ignore[assignment]
+    whole = plan_memory(shape, device="cuda", precision=prec, pass_tokens=batch_tokens)
+    if whole.fits(capacity_bytes):
+        return None, ""
+    plan = fit_memory(shape, capacity_bytes, batch_tokens=batch_tokens, precision=prec, allow_qlora=False)
+    if not plan.fits(capacity_bytes):
+        gpu = f"{capacity_bytes / GIB:.0f} GiB GPU"
+        return MIN_PASS_TOKENS, (f"memory plan: {whole.describe()} does not fit the {gpu}, nor do "
+                                 f"{MIN_PASS_TOKENS}-token passes; trying them (QLoRA would be smaller)")
+    return plan.pass_tokens, (f"memory plan: a whole {batch_tokens}-token step needs about "
+                              f"{whole.total_bytes / GIB:.1f} GiB, more than the {capacity_bytes / GIB:.0f} GiB GPU "
+                              f"has: passes of {plan.pass_tokens} tokens (the same step, less memory)")

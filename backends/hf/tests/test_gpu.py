@@ -198,3 +198,19 @@ def test_a_job_trains_on_the_device_scores_like_the_cpu_and_merges(device: str, 
                             preamble=meta.get("preamble"), device=device)
         for a, b in zip(plain.classify(texts), on_cpu.classify(texts), strict=True):
             assert a.probabilities["spam"] == pytest.approx(b.probabilities["spam"], abs=3e-2)
+
+
+def test_a_step_too_big_for_the_gpu_is_run_in_shorter_passes(device: str, tmp_path: Path, monkeypatch):
+    if device != "cuda":
+        pytest.skip("the memory plan chooses passes on a GPU only")
+    from types import SimpleNamespace
+
+    real = torch.cuda.get_device_properties(0)
+    # A card of 1 MiB: the plan cannot fit a whole 4,096-token step of even this tiny model.
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: SimpleNamespace(
+        total_memory=1 << 20, name=real.name))
+    messages: list[str] = []
+    train(tiny_lora_model(), synthetic_examples(16, max_len=40, seed=1), None,
+          _settings(device, "fp32", batch_tokens=4096, epochs=1), checkpoint_dir=tmp_path,
+          on_event=lambda e: messages.append(e.get("message", "")))
+    assert any(m.startswith("memory plan:") for m in messages), messages

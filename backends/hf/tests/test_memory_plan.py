@@ -112,3 +112,17 @@ def test_the_estimate_line_says_whether_it_fits_and_what_would(tmp_path: Path):
     assert "not even with 256-token passes or QLoRA" in nothing
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "unknown"}))
     assert memory_assumptions(tmp_path, capacity_bytes=GIB, **kw) == []  # a config it cannot describe: no line
+
+
+def test_the_engine_shortens_passes_on_a_gpu_only_when_the_step_would_not_fit():
+    from ftkit_hf.memory_plan import gpu_pass_tokens
+    from transformers import Qwen2Config
+
+    cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                      num_key_value_heads=2, vocab_size=151936)
+    assert gpu_pass_tokens(cfg, 8192, "bf16", 80 * GIB) == (None, "")  # an H100: the whole step
+    tokens, note = gpu_pass_tokens(cfg, 8192, "fp16", 8 * GIB)
+    assert tokens is not None and tokens < 8192 and f"passes of {tokens} tokens" in note
+    assert plan_memory(QWEN_05B, precision="fp16", pass_tokens=tokens).fits(8 * GIB)
+    assert gpu_pass_tokens(cfg, 8192, "bf16", GIB)[0] == 256  # nothing fits: the shortest passes, and says so
+    assert gpu_pass_tokens(None, 8192, "bf16", GIB) == (None, "")

@@ -15,6 +15,7 @@ import torch
 
 from ftkit.errors import ConfigError
 
+from . import precision
 from .batching import Batch, collate_packed, collate_padded, plan_epoch
 from .checkpoint import (
     Position,
@@ -30,7 +31,7 @@ from .device import DevicePlan, apply_plan, plan_device
 from .distributed import Group, current, split_step
 from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
-from .precision import LossScaler, autocast, frozen_weights_in
+from .precision import autocast, frozen_weights_in
 from .settings import CPU_PASS_TOKENS, CPU_PASS_TOKENS_FP32, IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -57,6 +58,19 @@ def _default_pass_tokens(device: str, autocast_dtype: torch.dtype | None) -> int
     if device != "cpu":
         return None
     return CPU_PASS_TOKENS if autocast_dtype is not None else CPU_PASS_TOKENS_FP32
+
+
+def _gpu_pass_tokens(model: torch.nn.Module, batch_tokens: int, plan: DevicePlan, emit: EventSink) -> int | None:
+    """On a GPU, shorter passes when the memory plan says a whole step would not fit the card (None: it fits)."""
+    if plan.device != "cuda":
+        return None
+    from ftkit_hf.memory_plan import gpu_pass_tokens
+
+    capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    tokens, note = gpu_pass_tokens(getattr(model, "config", None), batch_tokens, plan.precision, capacity)
+    if note:
+        emit({"kind": "message", "message": note})
+    return tokens
 
 
 def _passes(indices: list[int], lengths: Sequence[int], pass_tokens: int | None) -> list[list[int]]:
@@ -260,7 +274,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                                   foreach=plan.device != "cuda")
     warmup = math.ceil(total_steps * settings.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
-    scaler = LossScaler(plan.device, plan.autocast_dtype)  # fp16 only; a pass-through otherwise
+    scaler = precision.LossScaler(plan.device, plan.autocast_dtype)  # fp16 only; a pass-through otherwise
 
     pos = Position(step=0, epoch=0, batch_index=0, fingerprint=fingerprint)
     best: dict[str, torch.Tensor] | None = None
@@ -306,7 +320,8 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
 
     run.wrap_data_parallel()
     targets = [_target_count(ex) for ex in examples]  # each pass's share of a step's mean loss
-    pass_tokens = settings.pass_tokens or _default_pass_tokens(plan.device, plan.autocast_dtype)
+    pass_tokens = settings.pass_tokens or _default_pass_tokens(plan.device, plan.autocast_dtype) \
+        or _gpu_pass_tokens(model, settings.batch_tokens, plan, emit)
     log_every = max(1, total_steps // 100)
     window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
     last_checkpoint_step = pos.step if resume_from is not None else -1
