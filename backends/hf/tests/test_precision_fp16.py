@@ -71,11 +71,12 @@ def test_fp16_resume_restores_the_loss_factor(tmp_path: Path):
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
 
 
-def test_an_overflowing_step_is_skipped_and_the_factor_halved():
+@pytest.mark.parametrize("fused", [False, True])  # the engine's AdamW is fused on CUDA: the scaler then hands
+def test_an_overflowing_step_is_skipped_and_the_factor_halved(fused: bool):  # the optimizer its inf flag itself
     torch.manual_seed(0)
     model = tiny_lora_model()
     ids = torch.randint(3, 256, (2, 16))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, fused=fused)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     # A factor far above fp16's range (65504): the scaled gradients of the fp16 matmuls become inf.
     scaler = LossScaler("cpu", torch.float16, init_scale=2.0**100)
