@@ -40,7 +40,8 @@ _STATUS = {
 # frozen weights need no weight gradients), 6 × N for full fine-tuning. Sustained FLOP/s per device
 # class are rough [guess] figures, calibrated on CPU with the measured ~600 tokens/s of SmolLM2-135M
 # (docs/backends/hf.md); a measured speed from an earlier job on this machine replaces them.
-_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12}
+_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12,
+                    "cpu-fp16": 1.5e11}  # fp16 on a CPU: as fp32 (AVX512-FP16 CPUs are faster, others emulate)
 class HFBackend(Backend):
     """Fine-tune with transformers + peft on this machine's CPU, CUDA GPU or Apple GPU."""
 

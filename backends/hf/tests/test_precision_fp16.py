@@ -32,7 +32,7 @@ def test_a_gpu_without_bf16_trains_in_fp16_with_loss_scaling(monkeypatch):
 
 
 def test_fp16_is_a_valid_setting_and_others_are_not():
-    assert dev.plan_device("cpu", "fp16").reason == "chosen, emulated fp16"
+    assert dev.plan_device("cpu", "fp16").reason == "chosen"
     with pytest.raises(ConfigError, match="auto, bf16, fp16 or fp32"):
         EngineSettings(precision="fp8")
 
@@ -102,3 +102,13 @@ def test_without_fp16_the_scaler_is_a_pass_through():
     scaler = LossScaler("cpu", torch.bfloat16)
     loss = torch.tensor(2.5)
     assert scaler.scale(loss) is loss and scaler.factor == 1.0 and scaler.state_dict() == {}
+
+
+def test_an_fp16_job_on_a_cpu_can_be_estimated(tmp_path: Path, tiny_llama_dir: Path, ftkit_home: Path):
+    import ftkit
+
+    train_file = tmp_path / "t.jsonl"
+    train_file.write_text('{"text": "a", "label": "ham"}\n{"text": "b", "label": "spam"}\n' * 5)
+    spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=train_file, labels=["ham", "spam"])
+    job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu", "precision": "fp16"})
+    assert any("CPU, fp16 (chosen)" in a for a in job.record.estimated_cost["assumptions"])

@@ -149,7 +149,7 @@ def plan_device(device: str = "auto", precision: str = "auto", threads: int | No
             prec, reason = ("bf16", kind) if kind else ("fp32", "no native bf16")
         else:
             prec = precision
-            reason = "chosen" if prec == "fp32" or (kind and prec == "bf16") else f"chosen, emulated {prec}"
+            reason = "chosen, emulated bf16" if prec == "bf16" and not kind else "chosen"
         return DevicePlan("cpu", prec, threads or max(1, physical_cores() // max(1, processes)), reason)
     if dev == "cuda":
         native = torch.cuda.is_bf16_supported()
