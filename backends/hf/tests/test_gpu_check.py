@@ -57,7 +57,8 @@ def test_dry_run_installs_the_wheels_runs_every_step_and_writes_what_comes_back(
     assert sorted(built["wheels"]) == ["ftkit-0.1.0-py3-none-any.whl", "ftkit_hf-0.1.0-py3-none-any.whl"]
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--dry-run",
-                           "--wheels", str(tmp_path / "wheels")], env=dict(os.environ, OUT=str(out)),
+                           "--wheels", str(tmp_path / "wheels")],
+                          env=dict(os.environ, OUT=str(out), PYTHON=sys.executable),
                           capture_output=True, text=True, timeout=1200)
     summary = json.loads((out / "summary.json").read_text())
     assert proc.returncode == 0 and summary["ok"], json.dumps(summary, indent=1)
