@@ -23,8 +23,9 @@ from ftkit_hf.memory_plan import ModelShape, plan_memory
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-SHAPE: dict[str, Any] = dict(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
-             num_key_value_heads=4, tie_word_embeddings=True, max_position_embeddings=4096)
+SHAPE: dict[str, Any] = dict(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                             num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=True,
+                             max_position_embeddings=4096)
 
 
 def main(precision: str, pass_tokens: int) -> None:
