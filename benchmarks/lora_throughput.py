@@ -484,9 +484,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipes_list = [] if recipes == "none" else recipes.split(",")
     b = Bench(args)
 
+    import importlib.metadata
+
     import peft
     import transformers
-    import trl
     from ftkit_hf.engine import describe_device
     from ftkit_hf.engine.device import cpu_model_name
 
@@ -503,7 +504,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "engine_choice": describe_device(b.device), "cpu": cpu_model_name(),  # bf16 speed varies 2-7x between CPUs
         "cpu_count": os.cpu_count(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                     "trl": trl.__version__},
+                     # Read, not imported: where trl (or datasets under it) cannot import, the peers fail on
+                     # their own and the ftkit row is still measured.
+                     "trl": next((d.version for d in importlib.metadata.distributions(name="trl")), None)},
         "data": {"examples": b.n_ex, "max_len": b.max_len, "lengths": "lognormal median 300, sigma 0.7, clipped",
                  "real_tokens": b.data()[1], "loss_on": "last 40% of each example"},
         "peak_flops_matmul": {k: round(v) for k, v in peaks.items()},

@@ -23,6 +23,7 @@ from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
+from ftkit_hf.memory_plan import memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.worker import cancel_file, throughput_key
 
@@ -39,7 +40,8 @@ _STATUS = {
 # frozen weights need no weight gradients), 6 × N for full fine-tuning. Sustained FLOP/s per device
 # class are rough [guess] figures, calibrated on CPU with the measured ~600 tokens/s of SmolLM2-135M
 # (docs/backends/hf.md); a measured speed from an earlier job on this machine replaces them.
-_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12}
+_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12,
+                    "cpu-fp16": 1.5e11}  # fp16 on a CPU: as fp32 (AVX512-FP16 CPUs are faster, others emulate)
 class HFBackend(Backend):
     """Fine-tune with transformers + peft on this machine's CPU, CUDA GPU or Apple GPU."""
 
@@ -172,6 +174,11 @@ class HFBackend(Backend):
                 f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh"
                 + (f" (power_watts is for the whole machine, all {processes} processes)" if processes > 1 else "")
                 + "; electricity only, hardware not counted",
+                # The planned peak memory and whether it fits here (decoders; an encoder's head is small).
+                *(memory_assumptions(prep["model"].path, device=plan.device, precision=plan.precision,
+                                     method=config.method, lora_rank=config.lora_r, batch_tokens=config.batch_tokens,
+                                     pass_tokens=config.pass_tokens)
+                  if prep["head"] != "sequence_classification" else []),
             ],
         )
 

@@ -22,8 +22,9 @@ class HFConfig(BackendConfig):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train: auto picks CUDA, then MPS, then CPU."
     )
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        default="auto", description="auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32."
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16); fp16 with loss "
+        "scaling on GPUs without bf16 (T4, V100); else fp32."
     )
     method: Literal["lora", "qlora", "full"] = Field(
         default="lora", description="LoRA adapters, QLoRA (4-bit base, CUDA + bitsandbytes), or full fine-tuning."

@@ -85,7 +85,7 @@ class HFPredictor:
             labels: the label vocabulary for ``classify``.
             preamble: the classification preamble the model was trained with.
             device: ``auto``, ``cpu``, ``cuda``, ``mps``.
-            precision: ``auto``, ``bf16``, ``fp32`` (bf16 means autocast on CPU, bf16 weights on GPUs).
+            precision: ``auto``, ``bf16``, ``fp16``, ``fp32`` (bf16 means autocast on CPU; bf16/fp16 weights on GPUs).
             merge: fold LoRA weights into the base for faster inference.
         """
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -113,8 +113,8 @@ class HFPredictor:
             if merge:
                 model = model.merge_and_unload()
         module: torch.nn.Module = model  # transformers types .to() oddly; a Module's .to() is all we use
-        if plan.device != "cpu" and plan.precision == "bf16":
-            module = module.to(torch.bfloat16)
+        if plan.device != "cpu" and plan.autocast_dtype is not None:
+            module = module.to(plan.autocast_dtype)  # bf16 or fp16 weights on GPUs
         model = module.to(plan.device)
         return cls(model, tokenizer, kind=kind, labels=labels, preamble=preamble, device=plan.device,
                    precision=plan.precision)

@@ -66,6 +66,9 @@ def test_estimate_states_its_assumptions(tmp_path, tiny_llama_dir, ftkit_home, w
     assert est["hours"] == pytest.approx(est["billed_tokens"] / 100 / 3600)
     assert est["usd"] == pytest.approx(0.1 * est["hours"] * 0.17, rel=1e-3)
     assert any("tokens/s" in a for a in est["assumptions"])
+    # The memory plan: the planned peak for this model on this machine's CPU, and that it fits.
+    memory = [a for a in est["assumptions"] if a.startswith("peak memory about")]
+    assert len(memory) == 1 and "fits the" in memory[0] and "lora" in memory[0]
     assert job.status is ftkit.JobStatus.CREATED  # nothing started
 
 

@@ -52,7 +52,7 @@ def test_explicit_precision_and_threads_override(monkeypatch):
     assert dev.plan_device("cpu", "bf16").precision == "bf16"
     assert dev.plan_device("cpu", "auto", threads=3).threads == 3
     with pytest.raises(ValueError, match="precision"):
-        dev.plan_device("cpu", "fp16")
+        dev.plan_device("cpu", "fp8")
 
 
 def test_threads_default_to_physical_cores():

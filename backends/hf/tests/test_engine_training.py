@@ -200,4 +200,4 @@ def test_bad_input_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="batch_tokens"):
         EngineSettings(batch_tokens=0)
     with pytest.raises(ConfigError, match="precision"):
-        EngineSettings(precision="fp16")
+        EngineSettings(precision="fp8")

@@ -92,7 +92,8 @@ def rng_state() -> dict[str, Any]:
 
 def save_checkpoint(checkpoint_dir: Path, position: Position, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
-                    best: dict[str, torch.Tensor] | None, rng_by_rank: list[dict[str, Any]] | None = None) -> Path:
+                    best: dict[str, torch.Tensor] | None, rng_by_rank: list[dict[str, Any]] | None = None,
+                    scaler: dict[str, Any] | None = None) -> Path:
     """Write ``checkpoint_dir/step-N`` atomically and prune old checkpoints.
 
     Args:
@@ -103,6 +104,7 @@ def save_checkpoint(checkpoint_dir: Path, position: Position, model: torch.nn.Mo
         scheduler: its state is saved.
         best: trainable parameters at the best validation loss, if kept.
         rng_by_rank: under data parallelism, every rank's :func:`rng_state` (rank 0 writes them all).
+        scaler: the fp16 loss scaler's state (:class:`ftkit_hf.engine.precision.LossScaler`), if scaling.
 
     Returns:
         The path of the new checkpoint.
@@ -118,6 +120,8 @@ def save_checkpoint(checkpoint_dir: Path, position: Position, model: torch.nn.Mo
                                  "rng": rng_by_rank[0] if rng_by_rank else rng_state()}
         if rng_by_rank:
             state["rng_by_rank"] = rng_by_rank
+        if scaler:
+            state["scaler"] = scaler
         torch.save(state, tmp / "state.pt")
         payload = json.dumps(position.__dict__, indent=1, sort_keys=True)
         (tmp / "state.json").write_text(payload)

@@ -6,7 +6,8 @@ The defaults are what a user gets without reading any docs, so they must be righ
   matmul runs ~7x an fp32 one there (shared/facts/performance.md §5.0), while the master weights, the LoRA
   parameters, the optimizer state and the loss stay fp32.
 * CPU without them: fp32. bf16 would be emulated and usually slower.
-* CUDA with bf16 support (Ampere and later): bf16 autocast; older GPUs train in fp32.
+* CUDA with bf16 support (Ampere and later): bf16 autocast; older GPUs (T4, V100) fp16 autocast with loss
+  scaling (:class:`ftkit_hf.engine.precision.LossScaler`): their tensor cores run fp16 at 8-16x fp32.
 * Threads: one per physical core. SMT siblings share the matmul units and slow GEMMs down.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-_PRECISIONS = ("auto", "bf16", "fp32")
+_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -84,7 +85,7 @@ class DevicePlan:
 
     Attributes:
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        precision: ``"bf16"`` (autocast, fp32 master weights) or ``"fp32"``.
+        precision: ``"bf16"`` or ``"fp16"`` (autocast, fp32 master weights; fp16 with loss scaling) or ``"fp32"``.
         threads: intra-op threads on CPU (None on accelerators: left to torch).
         reason: why this precision, e.g. ``"AMX"`` or ``"no native bf16"``.
     """
@@ -97,7 +98,7 @@ class DevicePlan:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype, or None when training in fp32."""
-        return torch.bfloat16 if self.precision == "bf16" else None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def describe(self) -> str:
         """One line for ``ftkit backends`` and the job log, e.g. ``"CPU, bf16 (AMX), 2 threads"``."""
@@ -131,7 +132,7 @@ def plan_device(device: str = "auto", precision: str = "auto", threads: int | No
 
     Args:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        precision: ``auto``, ``bf16`` or ``fp32``.
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
         threads: CPU threads of this process; None means one per physical core, shared out between
             ``processes``.
         processes: training processes on this machine (data parallel) that share its cores.
@@ -148,12 +149,12 @@ def plan_device(device: str = "auto", precision: str = "auto", threads: int | No
             prec, reason = ("bf16", kind) if kind else ("fp32", "no native bf16")
         else:
             prec = precision
-            reason = "chosen" if prec == "fp32" or kind else "chosen, emulated bf16"
+            reason = "chosen, emulated bf16" if prec == "bf16" and not kind else "chosen"
         return DevicePlan("cpu", prec, threads or max(1, physical_cores() // max(1, processes)), reason)
     if dev == "cuda":
         native = torch.cuda.is_bf16_supported()
         if precision == "auto":
-            prec, reason = ("bf16", "native") if native else ("fp32", "no native bf16")
+            prec, reason = ("bf16", "native") if native else ("fp16", "no native bf16, loss scaling")
         else:
             prec, reason = precision, "chosen"
         return DevicePlan("cuda", prec, threads, reason)

@@ -15,6 +15,7 @@ import torch
 
 from ftkit.errors import ConfigError
 
+from . import precision
 from .batching import Batch, collate_packed, collate_padded, plan_epoch
 from .checkpoint import (
     Position,
@@ -59,6 +60,19 @@ def _default_pass_tokens(device: str, autocast_dtype: torch.dtype | None) -> int
     return CPU_PASS_TOKENS if autocast_dtype is not None else CPU_PASS_TOKENS_FP32
 
 
+def _gpu_pass_tokens(model: torch.nn.Module, batch_tokens: int, plan: DevicePlan, emit: EventSink) -> int | None:
+    """On a GPU, shorter passes when the memory plan says a whole step would not fit the card (None: it fits)."""
+    if plan.device != "cuda":
+        return None
+    from ftkit_hf.memory_plan import gpu_pass_tokens
+
+    capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    tokens, note = gpu_pass_tokens(getattr(model, "config", None), batch_tokens, plan.precision, capacity)
+    if note:
+        emit({"kind": "message", "message": note})
+    return tokens
+
+
 def _passes(indices: list[int], lengths: Sequence[int], pass_tokens: int | None) -> list[list[int]]:
     """``indices`` (a step, or a rank's share of one) as forward/backward passes of about ``pass_tokens``
     tokens each, of similar sizes; one pass when they fit (or there is nothing, or no limit)."""
@@ -99,6 +113,15 @@ def _pad_id(model: torch.nn.Module) -> int:
     config = getattr(model, "config", None)
     pad = getattr(config, "pad_token_id", None)
     return pad if isinstance(pad, int) and pad >= 0 else 0
+
+
+def _tied_head(model: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    """The LM head when it shares its weight with the input embeddings (it must not be stored in fp16 alone)."""
+    get_in, get_out = getattr(model, "get_input_embeddings", None), getattr(model, "get_output_embeddings", None)
+    head, emb = (get_out(), get_in()) if callable(get_in) and callable(get_out) else (None, None)
+    tied = isinstance(head, torch.nn.Module) and isinstance(emb, torch.nn.Module) \
+        and getattr(head, "weight", None) is getattr(emb, "weight", 0)
+    return (head,) if tied and head is not None else ()
 
 
 def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -251,6 +274,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                                   foreach=plan.device != "cuda")
     warmup = math.ceil(total_steps * settings.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
+    scaler = precision.LossScaler(plan.device, plan.autocast_dtype)  # fp16 only; a pass-through otherwise
 
     pos = Position(step=0, epoch=0, batch_index=0, fingerprint=fingerprint)
     best: dict[str, torch.Tensor] | None = None
@@ -264,6 +288,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
         load_trainable(model, loaded.trainable)
         optimizer.load_state_dict(loaded.state["optimizer"])
         scheduler.load_state_dict(loaded.state["scheduler"])
+        scaler.load_state_dict(loaded.state.get("scaler", {}))
         restore_rng(loaded.state, group.rank)
         emit({"kind": "message", "message": f"resumed from {resume_from.name}"})
     else:
@@ -279,7 +304,8 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
     def checkpoint() -> None:
         rngs = group.gather(rng_state()) if group.active else None  # a collective: every rank comes here
         if group.is_main:
-            path = save_checkpoint(checkpoint_dir, pos, model, optimizer, scheduler, best, rng_by_rank=rngs)
+            path = save_checkpoint(checkpoint_dir, pos, model, optimizer, scheduler, best, rng_by_rank=rngs,
+                                   scaler=scaler.state_dict())
             emit({"kind": "checkpoint", "step": pos.step, "path": str(path)})
 
     def finish() -> None:
@@ -294,13 +320,17 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
 
     run.wrap_data_parallel()
     targets = [_target_count(ex) for ex in examples]  # each pass's share of a step's mean loss
-    pass_tokens = settings.pass_tokens or _default_pass_tokens(plan.device, plan.autocast_dtype)
+    pass_tokens = settings.pass_tokens or _default_pass_tokens(plan.device, plan.autocast_dtype) \
+        or _gpu_pass_tokens(model, settings.batch_tokens, plan, emit)
     log_every = max(1, total_steps // 100)
     window_loss, window_steps, window_tokens, window_seconds = 0.0, 0, 0, 0.0
     last_checkpoint_step = pos.step if resume_from is not None else -1
     model.train()
     bf16_storage = plan.autocast_dtype if levers.bf16_frozen_weights else None
-    with run.loss_fn.context(), frozen_weights_in(model, bf16_storage), fused_lora_forward(model, levers.fused_lora):
+    # In fp16 only the Linear weights (what autocast would cast anyway): fp16 hidden states can overflow.
+    storage = frozen_weights_in(model, bf16_storage, linear_only=scaler.enabled,
+                                skip=_tied_head(model) if scaler.enabled else ())
+    with run.loss_fn.context(), storage, fused_lora_forward(model, levers.fused_lora):
         while pos.step < total_steps and pos.epoch < len(plans):
             steps_of_epoch = plans[pos.epoch]
             if pos.batch_index >= len(steps_of_epoch):
@@ -326,10 +356,10 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                 weight = batch.label_tokens * group.world_size / step_targets if indices else 0.0
                 with run.accumulating(last=k == len(passes) - 1):
                     loss = run.step_loss(batch, train=True)
-                    (loss * weight).backward()
+                    scaler.scale(loss * weight).backward()
                 if indices:
                     loss_sum += loss.detach().item() * batch.label_tokens  # .item() syncs: honest timing
-            optimizer.step()
+            scaler.step(optimizer)  # skipped (and the loss factor halved) when fp16 gradients overflowed
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             # The step's loss over all its targets, the number one process would log.

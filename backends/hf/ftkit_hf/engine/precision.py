@@ -1,4 +1,4 @@
-"""Mixed precision helpers: autocast and bf16 storage of frozen weights during training.
+"""Mixed precision helpers: autocast, bf16 storage of frozen weights, and fp16 loss scaling.
 
 Autocast casts a weight to bf16 every time a matmul uses it, and caches the cast only for leaf tensors
 that require grad. In LoRA the big base weights are frozen, so they are recast on every forward pass and
@@ -8,12 +8,19 @@ change. Embeddings, norms, LoRA weights, the optimizer state and the loss stay f
 
 The original fp32 tensors are kept and put back when training ends, so the model the caller gets back is
 bit-for-bit the model it passed in (apart from the trained parameters).
+
+fp16 (GPUs without bf16: T4, V100) has bf16's 16 bits but 5 exponent bits instead of 8: gradients below about
+6e-8 flush to zero. :class:`LossScaler` multiplies the loss by a large factor before the backward pass and divides
+the gradients by it before the optimizer step (``torch.amp.GradScaler``); a step whose gradients overflowed is
+skipped and the factor halved. Only the matmuls run in fp16 (the frozen ``nn.Linear`` weights may be stored in
+it); the residual stream, norms and the loss stay fp32, because fp16's range (65504) is what breaks models there.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -68,3 +75,54 @@ def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype | None, *, line
     finally:
         for w, original in saved:
             w.data = original
+
+
+class LossScaler:
+    """Loss scaling for fp16 training; for any other dtype every method is a pass-through.
+
+    Args:
+        device: the training device (``cuda``, ``cpu``; fp16 on a CPU is emulated, but the scaler works there,
+            which is how it is tested without a GPU).
+        dtype: the autocast dtype of the run (None for fp32).
+        init_scale: the first loss factor (``GradScaler``'s default, 2**16).
+    """
+
+    def __init__(self, device: str, dtype: torch.dtype | None, init_scale: float = 2.0**16) -> None:
+        self.enabled = dtype == torch.float16
+        self._scaler = torch.amp.GradScaler(device, init_scale=init_scale, enabled=self.enabled)
+        self.skipped = 0  # optimizer steps skipped because the gradients were inf/NaN
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` times the current factor (``loss`` itself when disabled)."""
+        return self._scaler.scale(loss)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Unscale the gradients, step ``optimizer`` unless they overflowed, update the factor.
+
+        Returns:
+            Whether the optimizer stepped (always True when disabled).
+        """
+        if not self.enabled:
+            optimizer.step()
+            return True
+        before = self._scaler.get_scale()
+        self._scaler.step(optimizer)
+        self._scaler.update()
+        # GradScaler skips a step exactly when it lowers the factor (found inf): the public way to tell.
+        stepped = self._scaler.get_scale() >= before
+        self.skipped += not stepped
+        return stepped
+
+    @property
+    def factor(self) -> float:
+        """The current loss factor (1.0 when disabled)."""
+        return float(self._scaler.get_scale()) if self.enabled else 1.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The factor and its growth tracker, for checkpoints (empty when disabled)."""
+        return self._scaler.state_dict() if self.enabled else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (an empty state, from a checkpoint without scaling, is ignored)."""
+        if self.enabled and state:
+            self._scaler.load_state_dict(state)

@@ -53,7 +53,8 @@ class EngineSettings:
             (~2/3 of the peak memory at about the same speed, see docs/performance.md), the whole step in one
             pass on a GPU.
         seed: fixes the data order (and torch's RNG); the same seed gives the same run.
-        precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16``, ``fp32``.
+        precision: ``auto`` (bf16 autocast where the hardware has native bf16; else fp16 with loss scaling on a
+            GPU, fp32 on a CPU), ``bf16``, ``fp16``, ``fp32``.
         device: ``auto``, ``cpu``, ``cuda``, ``mps``.
         warmup_ratio: fraction of the steps spent warming the learning rate up from 0.
         weight_decay: AdamW weight decay.
@@ -97,8 +98,8 @@ class EngineSettings:
             raise ConfigError(f"engine setting warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"engine setting weight_decay must be >= 0, not {self.weight_decay!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"engine setting precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError(f"engine setting precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"engine setting device must be auto, cpu, cuda or mps, not {self.device!r}")
 
