@@ -17,60 +17,67 @@ from ftkit_hf.ollama_export import measure_template, write_modelfile  # noqa: E4
 from ftkit.errors import ConfigError  # noqa: E402
 
 
-def _reader(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def _reader(path: Path, with_fields: bool = True) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     from gguf.quants import dequantize
 
     r = gguf.GGUFReader(str(path))
     tensors = {t.name: dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
                for t in r.tensors}
-    fields = {k: f.contents() for k, f in r.fields.items()}
+    fields = {k: f.contents() for k, f in r.fields.items()} if with_fields else {}
     return tensors, fields
 
 
+@pytest.fixture(scope="module")
+def tiny_f32(trained_classifier, tmp_path_factory) -> Path:
+    """The trained tiny job exported through ``export_job`` as an f32 GGUF file."""
+    from ftkit_hf.export_job import export_job
+
+    (path,) = export_job(trained_classifier.job.id, "gguf", tmp_path_factory.mktemp("tiny-f32"), dtype="f32")
+    return path
+
+
 @pytest.mark.slow
-def test_trained_job_exports_to_gguf_and_ollama(trained_classifier, tmp_path):
+def test_trained_job_exports_to_gguf_and_ollama(trained_classifier, tiny_f32, tmp_path):
     from ftkit_hf.export_job import export_job
 
     job = trained_classifier.job
-    model = job.model().model
-    tok = job.model().tokenizer
+    predictor = job.model()
+    model, tok = predictor.model, predictor.tokenizer
     expected = gguf_tensors(model)
     cfg = model.config
+    state = model.state_dict()
 
-    for dtype, atol in (("f32", 0.0), ("f16", 1e-3), ("q8_0", None)):
-        (path,) = export_job(job.id, "gguf", tmp_path / dtype, dtype=dtype)
-        tensors, fields = _reader(path)
-        assert set(tensors) == set(expected)  # every weight, nothing else (the tied head is not written)
-        assert "output.weight" not in tensors and len(tensors) == 2 + 9 * cfg.num_hidden_layers
-        for name, want in expected.items():
-            got = tensors[name]
-            assert got.shape == want.shape, name
-            # q8_0 keeps 8 bits per weight and an f16 scale per block of 32: error about half a step at most.
-            tol = atol if atol is not None else np.abs(want).reshape(-1, 32).max(-1).max() / 127 * 0.6 + 1e-6
-            if want.ndim == 1:
-                tol = 0.0  # norms stay f32
-            assert np.abs(got - want).max() <= tol, (dtype, name)
-        # q/k are stored in llama.cpp's interleaved rotary order: undoing it gives transformers' weights.
-        q = tensors["blk.0.attn_q.weight"]
-        k = tensors["blk.0.attn_k.weight"]
-        state = model.state_dict()
-        if dtype == "f32":
-            np.testing.assert_array_equal(unpermute_rotary(q, cfg.num_attention_heads),
-                                          state["model.layers.0.self_attn.q_proj.weight"].numpy())
-            np.testing.assert_array_equal(unpermute_rotary(k, cfg.num_key_value_heads),
-                                          state["model.layers.0.self_attn.k_proj.weight"].numpy())
-            assert not np.array_equal(q, state["model.layers.0.self_attn.q_proj.weight"].numpy())
-        assert fields["general.architecture"] == "llama"
-        assert fields["llama.attention.head_count_kv"] == cfg.num_key_value_heads == 2
-        assert fields["tokenizer.chat_template"] == tok.chat_template
-        assert fields["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        assert len(fields["tokenizer.ggml.tokens"]) == cfg.vocab_size
-        assert fields["tokenizer.ggml.eos_token_id"] == tok.eos_token_id
-        assert fields["tokenizer.ggml.pre"] == "gpt-2"  # from the tokenizer: the tiny model has no source GGUF
+    tensors, fields = _reader(tiny_f32)
+    assert set(tensors) == set(expected)  # every weight, nothing else (the tied head is not written)
+    assert "output.weight" not in tensors and len(tensors) == 2 + 9 * cfg.num_hidden_layers
+    for name, want in expected.items():
+        np.testing.assert_array_equal(tensors[name], want, err_msg=name)
+    # q/k are stored in llama.cpp's interleaved rotary order: undoing it gives transformers' weights.
+    for layer in range(cfg.num_hidden_layers):
+        q, k = tensors[f"blk.{layer}.attn_q.weight"], tensors[f"blk.{layer}.attn_k.weight"]
+        hf_q = state[f"model.layers.{layer}.self_attn.q_proj.weight"].numpy()
+        np.testing.assert_array_equal(unpermute_rotary(q, cfg.num_attention_heads), hf_q)
+        np.testing.assert_array_equal(unpermute_rotary(k, cfg.num_key_value_heads),
+                                      state[f"model.layers.{layer}.self_attn.k_proj.weight"].numpy())
+        assert not np.array_equal(q, hf_q)
+    assert fields["general.architecture"] == "llama" and fields["general.file_type"] == 0  # ALL_F32
+    assert fields["llama.attention.head_count_kv"] == cfg.num_key_value_heads == 2
+    assert fields["tokenizer.chat_template"] == tok.chat_template
+    assert fields["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    assert len(fields["tokenizer.ggml.tokens"]) == cfg.vocab_size
+    assert fields["tokenizer.ggml.eos_token_id"] == tok.eos_token_id
+    assert fields["tokenizer.ggml.pre"] == "gpt-2"  # from the tokenizer: the tiny model has no source GGUF
 
-    files = export_job(job.id, "ollama", tmp_path / "ollama", dtype="q8_0")
-    modelfile = files[1].read_text()
-    assert modelfile.startswith(f"FROM ./{files[0].name}\n")
+    # Ollama: the GGUF file (q8_0 here) and the Modelfile.
+    gguf_path, modelfile_path = export_job(job.id, "ollama", tmp_path, dtype="q8_0")
+    q8, _ = _reader(gguf_path, with_fields=False)
+    for name, want in expected.items():
+        # q8_0 keeps 8 bits per weight and an f16 scale per block of 32: error about half a step at most;
+        # norms stay f32.
+        tol = 0.0 if want.ndim == 1 else np.abs(want).reshape(-1, 32).max(-1).max() / 127 * 0.6 + 1e-6
+        assert q8[name].shape == want.shape and np.abs(q8[name] - want).max() <= tol, name
+    modelfile = modelfile_path.read_text()
+    assert modelfile.startswith(f"FROM ./{gguf_path.name}\n")
     assert 'SYSTEM """Classify the text. Answer with exactly one of these labels: ham, spam."""' in modelfile
     assert "PARAMETER stop <|im_end|>" in modelfile and "PARAMETER temperature 0" in modelfile
     assert '{{ else if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n' in modelfile
@@ -195,24 +202,22 @@ def test_non_llama_models_are_refused():
 
 
 @pytest.mark.slow
-def test_llama_cpp_runs_the_trained_tiny_job_like_transformers(trained_classifier, tmp_path):
+def test_llama_cpp_runs_the_trained_tiny_job_like_transformers(trained_classifier, tiny_f32):
     """f32 export of a trained job with grouped-query attention (4 query heads, 2 key/value heads): llama.cpp's
     logits equal transformers' up to float rounding, so every permutation and name is right."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     import torch
-    from ftkit_hf.export_job import export_job
 
     from ftkit.data.convert import classification_messages
 
     predictor = trained_classifier.job.model()
-    (path,) = export_job(trained_classifier.job.id, "gguf", tmp_path, dtype="f32")
     tok = predictor.tokenizer
     msgs = classification_messages(trained_classifier.texts[0], ["ham", "spam"])
     ids = tok(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
               add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         ref = predictor.model(torch.tensor([ids])).logits[0].numpy()
-    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(tiny_f32), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
     try:
         llm.eval(ids)
         got = np.array(llm.scores[: len(ids)])

@@ -141,6 +141,8 @@ def test_errors_are_openai_errors(served, client):
         client.chat.completions.create(model="nope", messages=CHAT)
     with pytest.raises(openai.BadRequestError, match="n=1"):
         client.chat.completions.create(model="spam", messages=CHAT, n=2)
+    with pytest.raises(openai.BadRequestError, match="context of 512 tokens"):
+        client.chat.completions.create(model="spam", messages=CHAT, max_tokens=600)
 
 
 def test_serve_command_without_models_is_one_line_error():

@@ -108,6 +108,11 @@ def build_app(models: Sequence[ServedModel], *, api_key: str | None = None, engi
                           f"prompt (system: the preamble with labels {model.labels}, user: the text)",
                           "invalid_request_error", "messages")
         prompt = model.prompt_ids(req)
+        limit = model.token_limit(req, len(prompt))
+        if model.context_length is not None and len(prompt) + limit > model.context_length:
+            return _error(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({limit}) exceeds the model's "
+                          f"context of {model.context_length} tokens", "invalid_request_error", "messages",
+                          "context_length_exceeded")
         if req.stream:
             return StreamingResponse(_stream_generation(eng, model, cid, req, prompt), media_type="text/event-stream")
         answer = await asyncio.wrap_future(eng.call(lambda: model.answer(req, prompt)))

@@ -94,8 +94,7 @@ class ServedModel:
             return None
         text = req.messages[1].text()
         expected = classification_messages(text, self.labels, self.preamble)
-        got = [{"role": m.role, "content": m.text()} for m in req.messages]
-        return text if got == expected else None
+        return text if _messages(req) == expected else None
 
     def label_answer(self, req: ChatCompletionRequest, text: str, result: Classification) -> Answer:
         """The chat answer for one exact classification."""
@@ -118,9 +117,20 @@ class ServedModel:
         return len(self.predictor._prompter(self.labels).label_ids[label])
 
     # ------------------------------------------------------------------ generation
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt + answer) the model takes, where its config says."""
+        value = getattr(getattr(self.predictor.model, "config", None), "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) else None
+
+    def token_limit(self, req: ChatCompletionRequest, prompt_len: int) -> int:
+        """The answer's token limit: the request's, else up to 512 within what the context leaves."""
+        room = (self.context_length or prompt_len + DEFAULT_MAX_TOKENS) - prompt_len
+        return req.limit(max(1, min(DEFAULT_MAX_TOKENS, room)))
+
     def prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
         """The conversation rendered with the model's chat template, as token ids."""
-        msgs = [{"role": m.role, "content": m.text()} for m in req.messages]
+        msgs = _messages(req)
         text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -128,7 +138,7 @@ class ServedModel:
         """Generate the answer piece by piece (runs on the engine thread, holding the model)."""
         tok = self.tokenizer
         assembler = TextAssembler(tok, req.stops(), self.eos_ids)
-        limit = req.limit(DEFAULT_MAX_TOKENS)
+        limit = self.token_limit(req, len(prompt))
         n = pending = 0
         with self.predictor._inference():
             for step in decode_steps(self.predictor.model, prompt, max_tokens=limit, eos_ids=self.eos_ids,
@@ -165,6 +175,11 @@ class ServedModel:
             n += piece.tokens
         return Answer(text=text, logprobs=entries if req.logprobs else None, finish_reason=finish,
                       prompt_tokens=len(prompt), completion_tokens=n)
+
+
+def _messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
+    # OpenAI's newer "developer" role is the system message of chat templates that predate it.
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
 
 
 def _label_entry(label: str, p: float) -> dict[str, Any]:
