@@ -84,6 +84,13 @@ def test_stream_gives_the_same_text_and_stop_cuts_it(client):
     streamed = client.chat.completions.create(model="spam", messages=CHAT, max_tokens=8, temperature=0, stop=stop,
                                               stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text[: text.index(stop)]
+    with_logprobs = client.chat.completions.create(model="spam", messages=CHAT, max_tokens=8, temperature=0,
+                                                   logprobs=True)
+    streamed_logprobs = [t for c in client.chat.completions.create(model="spam", messages=CHAT, max_tokens=8,
+                                                                     temperature=0, logprobs=True, stream=True)
+                         if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, round(t.logprob, 5)) for t in streamed_logprobs] == [
+        (t.token, round(t.logprob, 5)) for t in with_logprobs.choices[0].logprobs.content]
 
 
 def test_classification_probabilities_equal_job_model_classify(client, served, trained_classifier, predictor):
@@ -154,3 +161,15 @@ def test_serve_command_without_models_is_one_line_error():
     app.command()(serve)
     result = CliRunner().invoke(app, [])
     assert result.exit_code == 2 and "nothing to serve" in result.output and "Traceback" not in result.output
+
+
+def test_a_base_model_is_served_beside_nothing_else(tiny_llama_dir):
+    from ftkit_hf.serve import load_models
+
+    models = load_models([], base=[f"tiny={tiny_llama_dir}"], device="cpu", precision="fp32")
+    assert [(m.name, m.is_classifier) for m in models] == [("tiny", False)]
+    with Server(models) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="anything", max_retries=0)  # no key set
+        r = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=3, temperature=0)
+        assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"
+        assert client.models.retrieve("tiny").owned_by == "ftkit:base"
