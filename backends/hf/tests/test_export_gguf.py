@@ -149,7 +149,7 @@ def test_llama_cpp_logits_match_transformers(smollm2, smollm2_f16, tmp_path, dty
     model, tok = smollm2
     path = smollm2_f16 if dtype == "f16" else export_gguf(model, tok, tmp_path / "q8.gguf", dtype="q8_0",
                                                           pre_tokenizer="smollm")
-    msgs = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    msgs = [{"role": "user", "content": "What is the capital of France? Answer in 1 word, not 20."}]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
