@@ -99,7 +99,7 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir:
         mp.setenv("FTKIT_HOME", str(root / "home"))
         spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=files["train"],
                              labels=["ham", "spam"],
-                             hyperparameters=ftkit.Hyperparameters(epochs=1, learning_rate=1e-2))
+                             hyperparameters=ftkit.Hyperparameters(epochs=1, learning_rate=1e-3))
         job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu", "precision": "fp32",
                                                                     "max_steps": 3, "batch_tokens": 512})
         job.start()

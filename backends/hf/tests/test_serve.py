@@ -58,7 +58,11 @@ def test_chat_completion_is_the_models_greedy_answer_with_its_logprobs(client, p
     tok = predictor.tokenizer
     prompt = tok(tok.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True),
                  add_special_tokens=False)["input_ids"]
-    ids = prompt + tok(choice.message.content, add_special_tokens=False)["input_ids"]
+    # Each reported token's bytes name one vocabulary entry (byte-level BPE shows bytes as characters).
+    from ftkit_hf.serve.generation import _byte_decoder
+
+    as_char = {b: c for c, b in _byte_decoder().items()}
+    ids = prompt + [tok.convert_tokens_to_ids("".join(as_char[b] for b in t.bytes)) for t in tokens]
     assert r.usage.prompt_tokens == len(prompt)
     with torch.no_grad():
         logp = torch.log_softmax(predictor.model(torch.tensor([ids])).logits[0].float(), -1)
@@ -96,17 +100,28 @@ def test_stream_gives_the_same_text_and_stop_cuts_it(client):
 def test_classification_probabilities_equal_job_model_classify(client, served, trained_classifier, predictor):
     texts = trained_classifier.texts[:6]
     expected = predictor.classify(texts)
+    spread = [math.log(e.probabilities["spam"]) for e in expected]
+    assert max(spread) - min(spread) > 1e-3  # the texts get different answers: matching them means something
     for text, exp in zip(texts, expected, strict=True):
         r = client.chat.completions.create(model="spam", messages=classification_messages(text, ["ham", "spam"]),
                                            max_tokens=2, temperature=0, logprobs=True, top_logprobs=5)
         choice = r.choices[0]
         assert choice.message.content == exp.label
         first = choice.logprobs.content[0]
-        alts = {a.token: math.exp(a.logprob) for a in first.top_logprobs}
+        alts = {a.token: a.logprob for a in first.top_logprobs}
         extra = choice.model_extra["label_probabilities"]
         for lab in ("ham", "spam"):
-            assert alts[lab] == pytest.approx(exp.probabilities[lab], abs=1e-4)
-            assert extra[lab] == pytest.approx(exp.probabilities[lab], abs=1e-4)
+            # Within 1e-4 in log space: as strict for a probability of 1e-4 as for one of 0.5.
+            assert alts[lab] == pytest.approx(math.log(exp.probabilities[lab]), abs=1e-4)
+            assert extra[lab] == pytest.approx(exp.probabilities[lab], rel=1e-4)
+
+    chunks = [c for c in client.chat.completions.create(
+        model="spam", messages=classification_messages(texts[0], ["ham", "spam"]), temperature=0, stream=True)
+        if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected[0].label
+    streamed = next(c.choices[0].model_extra["label_probabilities"] for c in chunks
+                    if (c.choices[0].model_extra or {}).get("label_probabilities"))
+    assert streamed["spam"] == pytest.approx(expected[0].probabilities["spam"], rel=1e-4)
 
     # OpenAIPredictor's first-token scoring, pointed at the server, gives ftkit's answer.
     from ftkit_openai.config import OpenAIConfig
@@ -117,7 +132,7 @@ def test_classification_probabilities_equal_job_model_classify(client, served, t
     for got, exp in zip(remote.classify(texts), expected, strict=True):
         assert got.label == exp.label and got.unparseable_mass == pytest.approx(0.0, abs=1e-6)
         for lab in ("ham", "spam"):
-            assert got.probabilities[lab] == pytest.approx(exp.probabilities[lab], abs=1e-4)
+            assert got.probabilities[lab] == pytest.approx(exp.probabilities[lab], rel=1e-4)
 
 
 def test_concurrent_classifications_are_scored_in_one_batch(client, served, trained_classifier, predictor):
@@ -137,7 +152,7 @@ def test_concurrent_classifications_are_scored_in_one_batch(client, served, trai
     busy.result()
     assert served.engine.batches[before:] == [8]
     for g, exp in zip(got, expected, strict=True):
-        assert g["spam"] == pytest.approx(exp.probabilities["spam"], abs=1e-4)
+        assert g["spam"] == pytest.approx(exp.probabilities["spam"], rel=1e-4)
 
 
 def test_errors_are_openai_errors(served, client):
