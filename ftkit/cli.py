@@ -314,6 +314,8 @@ def _mount_plugins() -> None:
             continue
         if isinstance(sub, typer.Typer):
             app.add_typer(sub, name=ep.name)
+        elif callable(sub):  # a single command (``ftkit serve``), not a group
+            app.command(name=ep.name)(sub)
 
 
 _mount_plugins()

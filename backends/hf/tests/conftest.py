@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,37 @@ def _write_rows(path: Path, rows: list[dict]) -> Path:
 def write_rows():
     """Write dicts as a JSONL file: ``write_rows(path, rows) -> path``."""
     return _write_rows
+
+
+@dataclass
+class TrainedJob:
+    """A finished job and held-out texts to ask it about."""
+
+    job: Any
+    texts: list[str]
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path):
+    """A finished hf classification job (ham/spam) on the tiny Llama, fp32 on CPU, in a registry of its own.
+
+    Trained once per session (a few steps, seconds) for the serving and export tests. FTKIT_HOME
+    points at its registry for the whole session so that ``FineTuneJob.get(job.id)`` finds it.
+    """
+    from ftkit_hf.datasets import load_sms_spam, stratified_split, write_jsonl
+
+    import ftkit
+
+    root = tmp_path_factory.mktemp("trained-classifier")
+    parts = stratified_split(load_sms_spam(), {"train": 32, "test": 16}, seed=0, balanced=True)
+    files = {k: write_jsonl(v, root / f"{k}.jsonl") for k, v in parts.items()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTKIT_HOME", str(root / "home"))
+        spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=files["train"],
+                             labels=["ham", "spam"],
+                             hyperparameters=ftkit.Hyperparameters(epochs=1, learning_rate=1e-3))
+        job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu", "precision": "fp32",
+                                                                    "max_steps": 3, "batch_tokens": 512})
+        job.start()
+        assert job.wait(timeout=300) is ftkit.JobStatus.SUCCEEDED, (job.workdir / "worker.log").read_text()
+        yield TrainedJob(job, [json.loads(line)["text"] for line in files["test"].read_text().splitlines()])

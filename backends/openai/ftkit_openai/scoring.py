@@ -6,7 +6,8 @@ label (in any of its usual spellings: leading space, lower case, capitalised) ad
 probability to that label. The labels' total is renormalised to one; what is left (tokens that
 start no label, or fell outside the top alternatives) is reported as ``unparseable_mass``.
 Where two labels share a first token, the generated answer decides between them if it is one of
-them, else the mass is split evenly. Without logprobs the answer text is parsed.
+them, else the mass is split evenly. An alternative that is a whole label counts for that label
+alone (a server that scores labels exactly reports them so). Without logprobs the answer text is parsed.
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ def classify_choice(choice: dict[str, Any], labels: Sequence[str], starts: dict[
         alternatives = first.get("top_logprobs") or [first]
         mass = dict.fromkeys(labels, 0.0)
         parsed = parse_label(content, labels)
+        whole = {normalize(label): label for label in labels}
         for alt in alternatives:
             p = math.exp(float(alt["logprob"]))
-            matches = sorted(starts.get(normalize(str(alt["token"])), set()))
+            tok = normalize(str(alt["token"]))
+            # A whole label counts for that label: servers that score labels exactly (ftkit serve) report
+            # each label as one alternative, whatever its first token under this tokenizer would be.
+            matches = [whole[tok]] if tok in whole else sorted(starts.get(tok, set()))
             if len(matches) == 1:
                 mass[matches[0]] += p
             elif matches:

@@ -70,6 +70,16 @@ def test_shared_first_token_uses_the_answer() -> None:
     assert c.label == "very bad" and c.probabilities["very bad"] == pytest.approx(0.8)
 
 
+def test_whole_label_alternatives_count_for_their_label() -> None:
+    """A server that scores labels exactly (ftkit serve) reports each label as one alternative; labels that share
+    a first token, or span several tokens, keep their own probability."""
+    labels = ["very good", "very bad", "ok"]
+    starts = first_tokens(labels, get_encoding("o200k_base"))
+    c = classify_choice(_choice("very bad", [("very bad", 0.5), ("very good", 0.3), ("ok", 0.2)]), labels, starts)
+    assert c.probabilities == pytest.approx({"very bad": 0.5, "very good": 0.3, "ok": 0.2})
+    assert c.unparseable_mass == pytest.approx(0.0)
+
+
 def test_parse_label() -> None:
     assert parse_label(" Billing.", ["billing", "sales"]) == "billing"
     assert parse_label("Label: sales", ["billing", "sales"]) == "sales"
