@@ -168,13 +168,11 @@ def test_errors_are_openai_errors(served, client):
 
 
 def test_serve_command_without_models_is_one_line_error():
-    import typer
-    from ftkit_hf.cli import serve
     from typer.testing import CliRunner
 
-    app = typer.Typer()
-    app.command()(serve)
-    result = CliRunner().invoke(app, [])
+    from ftkit.cli import app
+
+    result = CliRunner().invoke(app, ["serve"])  # through the one top-level handler: a config error is exit 2
     assert result.exit_code == 2 and "nothing to serve" in result.output and "Traceback" not in result.output
 
 
