@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ftkit.backend import (
     Backend,
     BackendConfig,
@@ -81,12 +83,12 @@ class FineTuneJob:
             validate: check the data files first (on by default).
 
         Raises:
-            ConfigError: the spec or options are invalid, or the estimate exceeds ``max_cost``.
+            ConfigError: the spec or options are invalid (a learning rate or ``max_cost`` of inf or nan
+                included), or the estimate exceeds ``max_cost``.
             DatasetError: a data file failed validation (``err.report`` holds every problem).
             BackendNotFoundError: no such backend is installed.
         """
-        if not isinstance(spec, JobSpec):
-            spec = JobSpec.from_file(spec, backend=backend)
+        spec = _revalidated(spec) if isinstance(spec, JobSpec) else JobSpec.from_file(spec, backend=backend)
         name = backend or spec.backend or DEFAULT_BACKEND
         be = get_backend(name)
         bspec, raw = spec.for_backend(name)
@@ -682,6 +684,17 @@ class FineTuneJob:
     def _last_seq(self) -> int:
         rows = self._store.events(self.id)
         return rows[-1][0] if rows else 0
+
+
+def _revalidated(spec: JobSpec) -> JobSpec:
+    """The spec checked again: a JobSpec's fields can be assigned after it was built, unchecked (e.g. an inf
+    learning rate), and nothing unchecked may be recorded or started."""
+    try:
+        return JobSpec.model_validate(spec.model_dump())
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "spec"
+        raise ConfigError(f"spec: {where}: {err['msg']}") from None
 
 
 def _submitter(record: JobRecord) -> Submitter | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ftkit.events import Event
@@ -13,7 +14,7 @@ from ftkit.events import Event
 class JobProgress:
     """A rich progress bar over a job's metrics events (step, total_steps, loss)."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, console: Console | None = None) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -22,6 +23,7 @@ class JobProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             transient=False,
+            console=console,
         )
         self._task: TaskID = self._progress.add_task(job_id, total=None, loss="")
         self._status = ""

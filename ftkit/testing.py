@@ -42,6 +42,9 @@ class FakeConfig(BackendConfig):
     fail_at_step: int | None = Field(default=None, description="Fail the job when this step is reached.")
     usd_per_step: float = Field(default=0.001, ge=0, description="Simulated price per step.")
     failed_polls: int = Field(default=0, ge=0, description="Answer this many polls with a transient API error.")
+    upload_seconds: float = Field(
+        default=0.0, ge=0, description="Wall time submit takes before the service has the job (an upload)."
+    )
     submit_seconds: float = Field(
         default=0.0, ge=0, description="Wall time submit takes after the service has the job (a window for races)."
     )
@@ -105,6 +108,7 @@ class FakeBackend(Backend):
         found = self.find_submitted(ctx)
         if found is not None:  # the service already has this job: submitting twice creates nothing
             return found
+        time.sleep(cfg.upload_seconds)
         ctx.state["started"] = time.time()
         _write_service(ctx, {"id": f"fake-{ctx.id}", "started": ctx.state["started"], "cancelled": False})
         time.sleep(cfg.submit_seconds)  # the service has the job; the answer is still on its way
