@@ -195,7 +195,9 @@ class JobStore:
                 found = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # A Ctrl-C can land after COMMIT has run: then there is nothing to undo (and the change stands).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         if found is None:
             raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
