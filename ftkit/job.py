@@ -506,20 +506,35 @@ class FineTuneJob:
     def cancel(self) -> JobStatus:
         """Stop the job and release what it holds. Wins over any later start, refresh or wait, in any process.
 
-        The registry is marked ``cancelled`` first (compare-and-set), then the backend job is stopped: a submit
-        in flight in another process sees the cancel when it returns and cancels the job it created.
+        A job the backend has is cancelled there first, then the registry is moved to ``cancelled`` by
+        compare-and-set from the status read after the backend's answer: a backend that refuses leaves the
+        job as it was (the error is raised), and a job that ended before the cancel reached the backend is
+        reported as it ended. A job the backend does not have yet (``created``, or a submit in flight or cut
+        off) is marked ``cancelled`` in the registry first: a submit in flight in another process sees that
+        when the backend answers and cancels the job it created; one cut off is looked up and stopped here.
 
         Returns:
             ``cancelled``, or how the job had already ended (``succeeded``/``failed``) before the cancel.
         """
-        self._record = self._store.get(self.id)
-        if not self.status.is_terminal and self._record.backend_job_id is not None:
-            # One look first: a job that already ended at the backend ended that way, not cancelled.
-            with contextlib.suppress(FtkitError):
-                self.refresh()
-        pending = self.status is JobStatus.CANCELLED and self._record.state.get("cancel_pending")
-        while not self.status.is_terminal:
-            state = {**self._record.state, "cancel_pending": True, "cancel_requested_at": time.time()}
+        for _ in range(10):  # each round that loses a race re-reads the job; a few always suffice
+            self._record = self._store.get(self.id)
+            if self.status is JobStatus.CANCELLED and self._record.state.get("cancel_pending"):
+                self._stop_backend_job(self._context())  # an earlier cancel left this unfinished
+                return self.status
+            if self.status.is_terminal:
+                return self.status
+            submitted = self._record.backend_job_id is not None
+            if submitted:
+                be, ctx = self._backend(), self._context()
+                be.cancel(ctx)
+                self._adopt(ctx)
+                with contextlib.suppress(FtkitError):
+                    self.refresh()  # the backend's answer: cancelled, or how it ended before the cancel
+                if self.status.is_terminal:
+                    break
+            state = {**self._record.state, "cancel_requested_at": time.time()}
+            if not submitted:
+                state["cancel_pending"] = True  # until whatever an unfinished submit created is stopped
             won = self._store.compare_and_set(
                 self.id,
                 expect_status=self.status,
@@ -528,12 +543,12 @@ class FineTuneJob:
                 state=state,
             )
             if won is not None:
-                self._record, pending = won, True
-                self._record_events([Event(message="cancelled", key="cancelled")])
+                self._record = won
+                if not submitted:
+                    self._stop_backend_job(self._context())
                 break
-            self._record = self._store.get(self.id)
-        if pending:
-            self._stop_backend_job(self._context())
+        if self.status is JobStatus.CANCELLED:
+            self._record_events([Event(message="cancelled", key="cancelled")])
         return self.status
 
     def _stop_backend_job(self, ctx: JobContext) -> None:
@@ -550,6 +565,7 @@ class FineTuneJob:
             try:
                 be.cancel(ctx)
             except FtkitError as e:
+                ctx.state["cancel_pending"] = True  # the next cancel() tries again
                 self._adopt(ctx)
                 self._record_events(
                     [

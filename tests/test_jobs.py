@@ -39,9 +39,7 @@ def make_spec(tmp_path: Path, **kw: object) -> JobSpec:
 
 class TestFakeBackendConformance(BackendConformance):
     backend = "fake"
-    # Long enough that a cancel right after start finds the job running (cancel reports a job that already
-    # ended as it ended).
-    options: ClassVar[dict[str, object]] = {"steps": 3, "seconds_per_step": 0.2}
+    options: ClassVar[dict[str, object]] = {"steps": 3, "seconds_per_step": 0.01}
 
     def make_spec(self, tmp_path: Path) -> JobSpec:
         return make_spec(tmp_path)
