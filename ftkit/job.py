@@ -249,9 +249,15 @@ class FineTuneJob:
         ctx = self._context()
         # Mark the attempt and who makes it before spending: a crash inside submit leaves a record that
         # says who was submitting, so that another process can tell when to reconcile by ctx.id.
-        ctx.state["submit"] = Submitter.current().model_dump()
+        submitter = Submitter.current()
+        ctx.state["submit"] = submitter.model_dump()
         won = self._store.compare_and_set(
-            self.id, expect_status=JobStatus.CREATED, status=JobStatus.VALIDATING, state=ctx.state, error=None
+            self.id,
+            expect_status=JobStatus.CREATED,
+            status=JobStatus.VALIDATING,
+            state=ctx.state,
+            error=None,
+            backend_status=f"submitting: {submitter.describe()}",  # what `ftkit status` shows meanwhile
         )
         if won is None:
             self._record = self._store.get(self.id)
@@ -284,6 +290,7 @@ class FineTuneJob:
             backend_job_id=backend_job_id,
             status=JobStatus.QUEUED,
             state=ctx.state,
+            backend_status=None,
         )
         if won is not None:
             self._record = won

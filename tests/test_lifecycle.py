@@ -224,6 +224,7 @@ def test_start_of_a_job_another_live_process_is_starting_is_refused(tmp_path: Pa
         with pytest.raises(JobError, match=f"being started by pid {starter.pid}"):
             job.start()
         assert job.refresh() is JobStatus.VALIDATING  # in flight: nothing to reconcile yet
+        assert job.record.backend_status.startswith(f"submitting: pid {starter.pid} on ")  # `ftkit status` says
     finally:
         starter.kill()
         starter.wait(timeout=30)
