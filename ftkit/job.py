@@ -299,19 +299,32 @@ class FineTuneJob:
         # The job moved on while the backend was creating it: a cancel from another process landed.
         # The backend job it does not want must not run: cancel it at once, and keep the job cancelled.
         self._record = self._store.get(self.id)
-        if self._record.backend_job_id not in (None, backend_job_id):  # pragma: no cover - cannot happen
-            raise JobError(f"job {self.id} was started twice ({self._record.backend_job_id}, {backend_job_id})")
-        self._adopt(ctx)
-        if self.status.is_terminal:
+        if self._record.backend_job_id == backend_job_id:
+            return self  # another process found this very job by its id and recorded it: nothing to undo
+        if self.status is not JobStatus.CANCELLED or self._record.backend_job_id is not None:
+            # Another process took the job over meanwhile (it took this one for dead): what this submit made goes.
+            self._backend().cancel(ctx)
             self._record_events(
                 [
                     Event(
-                        message=f"{self.status.value} while starting: backend job {backend_job_id} is cancelled",
-                        key="cancelled-while-starting",
+                        level="warning",
+                        key=f"superseded-{backend_job_id}",
+                        message=f"backend job {backend_job_id} was started for a job another process had taken "
+                        "over; it was cancelled",
                     )
                 ]
             )
-            self._stop_backend_job(ctx)
+            return self
+        self._adopt(ctx)
+        self._record_events(
+            [
+                Event(
+                    message=f"{self.status.value} while starting: backend job {backend_job_id} is cancelled",
+                    key="cancelled-while-starting",
+                )
+            ]
+        )
+        self._stop_backend_job(ctx)
         return self
 
     def _mark_interrupted(self, ctx: JobContext, e: BaseException) -> None:

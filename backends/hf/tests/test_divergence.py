@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -49,15 +48,3 @@ def test_diverging_loss_fails_the_job_with_the_step_and_no_model(spam_files, tin
     assert out.returncode == 0, out.stderr
     assert " failed " in out.stdout and f"at step {step}" in out.stdout
     assert re.search(rf"step {step}/\d+\s+train_loss (nan|inf)", out.stdout), out.stdout
-
-
-def test_a_sane_learning_rate_still_succeeds(spam_files, tiny_llama_dir, ftkit_home):
-    """The guard has no false alarm on a normal run (the same settings, a usual learning rate)."""
-    spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=spam_files["train"],
-                         labels=["ham", "spam"], hyperparameters=ftkit.Hyperparameters(epochs=1, learning_rate=1e-3))
-    job = ftkit.FineTuneJob.create(spec, backend="hf",
-                                   options={"device": "cpu", "max_steps": 4, "batch_tokens": 256, "warmup_ratio": 0})
-    job.start()
-    assert job.wait(timeout=300) is JobStatus.SUCCEEDED
-    assert all(math.isfinite(m["train_loss"]) for m in job.metrics())
-    assert Path(job.workdir / "model" / "adapter_config.json").is_file()
