@@ -162,6 +162,19 @@ class Backend(ABC):
         Use ``ctx.id`` as the idempotency key / label, so a crash after submit can be reconciled.
         """
 
+    def find_submitted(self, ctx: JobContext) -> str | None:
+        """The backend job that an interrupted :meth:`submit` of this job created, found by ``ctx.id``.
+
+        Called when a job is ``validating`` and the process that was submitting it is gone (killed,
+        interrupted): the job is followed if the backend has it, and returns to ``created`` (to be started
+        again) if not. Fill ``ctx.state`` as ``submit`` would have. The default finds nothing, so a backend
+        without this look must make ``submit`` itself idempotent by ``ctx.id``.
+
+        Returns:
+            The backend's job id, or None when the backend has no job for ``ctx.id``.
+        """
+        return None
+
     @abstractmethod
     def poll(self, ctx: JobContext) -> PollResult:
         """Look at the job once: status, new events, the model reference once it exists."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ftkit.events import Event
@@ -12,7 +14,7 @@ from ftkit.events import Event
 class JobProgress:
     """A rich progress bar over a job's metrics events (step, total_steps, loss)."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, console: Console | None = None) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -21,6 +23,7 @@ class JobProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             transient=False,
+            console=console,
         )
         self._task: TaskID = self._progress.add_task(job_id, total=None, loss="")
         self._status = ""
@@ -32,8 +35,12 @@ class JobProgress:
     def __exit__(self, *exc: Any) -> None:
         self._progress.stop()
 
-    def update(self, status: str, events: list[Event]) -> None:
-        """Advance the bar with new events and show the job's status."""
+    def update(self, status: str, events: list[Event], error: str | None = None) -> None:
+        """Advance the bar with new events and show the job's status.
+
+        A loss that is nan or inf is shown as such, in red: never the last finite loss as if all were well.
+        A failed job's ``error`` is printed once, under the bar.
+        """
         fields: dict[str, Any] = {}
         for ev in events:
             if ev.kind == "metrics":
@@ -42,13 +49,21 @@ class JobProgress:
                     fields["total"] = d["total_steps"]
                 if d.get("step") is not None:
                     fields["completed"] = d["step"]
-                loss = [f"{k}={d[k]:.4f}" for k in ("train_loss", "valid_loss") if d.get(k) is not None]
+                loss = [_loss(k, d[k]) for k in ("train_loss", "valid_loss") if d.get(k) is not None]
                 if loss:
                     fields["loss"] = " ".join(loss)
             elif ev.kind == "message" and ev.level in ("warning", "error"):
-                self._progress.console.print(f"[{ev.level}] {ev.message}")
+                self._progress.console.print(f"[{ev.level}] {ev.message}", markup=False, highlight=False)
         if status != self._status:
             self._status = status
-            fields["description"] = status
+            fields["description"] = f"[red]{status}[/red]" if status == "failed" else status
+            if status == "failed" and error:
+                self._progress.console.print(f"failed: {error}", style="red", markup=False, highlight=False)
         if fields:
             self._progress.update(self._task, **fields)
+
+
+def _loss(name: str, value: Any) -> str:
+    if isinstance(value, int | float) and not math.isfinite(value):
+        return f"[bold red]{name}={value}[/bold red]"
+    return f"{name}={value:.4f}" if isinstance(value, int | float) else f"{name}={value}"

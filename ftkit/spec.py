@@ -42,7 +42,8 @@ _SPEC_KEYS_IN_SECTIONS = ("model", "hyperparameters")
 class Hyperparameters(BaseModel):
     """Training settings every backend understands. ``None`` means "the backend's default"."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf or nan would train an adapter of NaNs; refuse them with the field's name instead.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int | None = Field(default=None, ge=1, le=100, description="Passes over the training data.")
     learning_rate: float | None = Field(
@@ -80,7 +81,9 @@ class JobSpec(BaseModel):
     )
     suffix: str | None = Field(default=None, max_length=64, description="Name suffix for the fine-tuned model.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    max_cost: float | None = Field(default=None, ge=0, description="Refuse to start above this estimate (USD).")
+    max_cost: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Refuse to start above this estimate (USD)."
+    )
     backend: str | None = Field(default=None, description="Backend used when none is named.")
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-backend options, keyed by backend name."

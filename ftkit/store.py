@@ -4,16 +4,23 @@ SQLite in WAL mode with a busy timeout lets two processes (a script that started
 ``ftkit events ID --follow`` in another terminal) read and write at once. Events are kept in
 their own table with a uniqueness constraint on the backend's event key, so polling the same
 events twice stores them once.
+
+Status changes are compare-and-set (:meth:`JobStore.compare_and_set`): an ``UPDATE ... WHERE
+status = ? [AND version = ?]`` inside one write transaction, which tells its caller whether it won.
+Every write bumps the row's ``version``, so a process that acts on what it read earlier can ask for
+"only if nobody changed the job since".
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import json
+import math
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     estimated_cost TEXT,
     actual_cost TEXT,
     manifest TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -80,6 +88,7 @@ class JobRecord(BaseModel):
     actual_cost: dict[str, Any] | None = None
     manifest: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    version: int = Field(default=0, description="Bumped by every write: what compare-and-set compares.")
 
 
 def new_job_id() -> str:
@@ -100,6 +109,7 @@ class JobStore:
         self.path = self.root / "jobs.sqlite"
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            _add_version_column(db)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -125,14 +135,64 @@ class JobStore:
             db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
 
     def update(self, job_id: str, **fields: Any) -> None:
-        """Change some fields of a job (and its ``updated_at``)."""
+        """Change some fields of a job (and its ``updated_at``), whatever its status.
+
+        Status changes go through :meth:`compare_and_set` instead, so that they never undo another
+        process's change (a cancel) made since the caller read the job.
+        """
+        self.compare_and_set(job_id, **fields)
+
+    def compare_and_set(
+        self,
+        job_id: str,
+        *,
+        expect_status: JobStatus | Iterable[JobStatus] | None = None,
+        expect_version: int | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        """Change some fields of a job only if it is still as the caller last saw it.
+
+        One write transaction: ``UPDATE jobs SET ... WHERE id = ? AND status IN (...) AND version = ?``,
+        then the row as written. Two processes that race for the same transition cannot both win.
+
+        Args:
+            job_id: the job's full id.
+            expect_status: the status (or statuses) the job must still have; None for any.
+            expect_version: the ``version`` the job must still have; None for any.
+            **fields: the columns to set (``status``, ``state``, ``error``...).
+
+        Returns:
+            The job as written when the change was made; None when the job had moved on (lost the race).
+
+        Raises:
+            JobNotFoundError: there is no such job.
+        """
         fields["updated_at"] = time.time()
         row = self._to_row_fields(fields)
         sets = ", ".join(f"{k} = ?" for k in row)
+        where, args = "id = ?", [job_id]
+        if expect_status is not None:
+            expected = [expect_status] if isinstance(expect_status, JobStatus) else list(expect_status)
+            where += f" AND status IN ({', '.join('?' for _ in expected)})"
+            args += [s.value for s in expected]
+        if expect_version is not None:
+            where += " AND version = ?"
+            args.append(str(expect_version))
         with self._connect() as db:
-            cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*row.values(), job_id))
-            if cur.rowcount == 0:
-                raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(f"UPDATE jobs SET {sets}, version = version + 1 WHERE {where}", (*row.values(), *args))
+                won = cur.rowcount == 1
+                found = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                # A Ctrl-C can land after COMMIT has run: then there is nothing to undo (and the change stands).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        if found is None:
+            raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+        return self._from_row(found) if won else None
 
     def get(self, job_id: str) -> JobRecord:
         """The job with this id, or with this unique id prefix.
@@ -177,7 +237,7 @@ class JobStore:
                         ev.level,
                         ev.kind,
                         redact_text(ev.message),
-                        orjson.dumps(redact(ev.data)),
+                        _dump_data(redact(ev.data)),
                     ),
                 )
                 if cur.rowcount:
@@ -200,7 +260,7 @@ class JobStore:
                     level=r["level"],
                     kind=r["kind"],
                     message=r["message"],
-                    data=orjson.loads(r["data"]),
+                    data=_load_data(r["data"]),
                     key=r["key"],
                 ),
             )
@@ -231,3 +291,37 @@ class JobStore:
             if data.get(k) is not None:
                 data[k] = orjson.loads(data[k])
         return JobRecord.model_validate(data)
+
+
+def _add_version_column(db: sqlite3.Connection) -> None:
+    """Give a registry written before compare-and-set its ``version`` column (once, under a write lock)."""
+    db.execute("BEGIN IMMEDIATE")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+    if "version" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    db.execute("COMMIT")
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+def _dump_data(data: dict[str, Any]) -> bytes:
+    """An event's data as JSON. A loss of nan or inf is kept as such: orjson would turn it into null, and a
+    reader would then show the last finite loss as if training were fine."""
+    if _has_nonfinite(data):
+        return json.dumps(data, default=str).encode()  # NaN / Infinity literals, which json.loads reads back
+    return orjson.dumps(data)
+
+
+def _load_data(raw: bytes | str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)

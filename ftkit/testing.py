@@ -2,7 +2,9 @@
 
 ``FakeBackend`` trains a real (tiny) multinomial naive Bayes classifier instead of a language
 model, and moves through the status sequence over configurable time, so core features, CLIs
-and plugins can be tested in milliseconds without a GPU or an API key.
+and plugins can be tested in milliseconds without a GPU or an API key. Its "service" keeps each
+job in a file of the job's folder, keyed by ftkit's job id as a real service keys by idempotency
+key: it outlives the process that submitted, so crashes and cancels from other processes are real.
 
 ``BackendConformance`` is a pytest mixin: a backend's test suite subclasses it, provides a
 spec and options, and gets the same lifecycle checks every backend must pass::
@@ -23,6 +25,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import Field
 
+from ftkit.atomic import atomic_write_bytes
 from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.data.formats import label_str
 from ftkit.errors import APIError
@@ -39,6 +42,12 @@ class FakeConfig(BackendConfig):
     fail_at_step: int | None = Field(default=None, description="Fail the job when this step is reached.")
     usd_per_step: float = Field(default=0.001, ge=0, description="Simulated price per step.")
     failed_polls: int = Field(default=0, ge=0, description="Answer this many polls with a transient API error.")
+    upload_seconds: float = Field(
+        default=0.0, ge=0, description="Wall time submit takes before the service has the job (an upload)."
+    )
+    submit_seconds: float = Field(
+        default=0.0, ge=0, description="Wall time submit takes after the service has the job (a window for races)."
+    )
 
 
 class FakePredictor:
@@ -94,8 +103,23 @@ class FakeBackend(Backend):
         return "in-process test double (naive Bayes)"
 
     def submit(self, ctx: JobContext) -> str:
+        cfg = ctx.config
+        assert isinstance(cfg, FakeConfig)
+        found = self.find_submitted(ctx)
+        if found is not None:  # the service already has this job: submitting twice creates nothing
+            return found
+        time.sleep(cfg.upload_seconds)
         ctx.state["started"] = time.time()
+        _write_service(ctx, {"id": f"fake-{ctx.id}", "started": ctx.state["started"], "cancelled": False})
+        time.sleep(cfg.submit_seconds)  # the service has the job; the answer is still on its way
         return f"fake-{ctx.id}"
+
+    def find_submitted(self, ctx: JobContext) -> str | None:
+        service = _read_service(ctx)
+        if service is None:
+            return None
+        ctx.state["started"] = service["started"]
+        return str(service["id"])
 
     def poll(self, ctx: JobContext) -> PollResult:
         cfg = ctx.config
@@ -103,7 +127,7 @@ class FakeBackend(Backend):
         if int(ctx.state.get("polls_failed", 0)) < cfg.failed_polls:
             ctx.state["polls_failed"] = int(ctx.state.get("polls_failed", 0)) + 1
             raise APIError("simulated 503 from the fake service", status_code=503)
-        if ctx.state.get("cancelled"):
+        if ctx.state.get("cancelled") or (_read_service(ctx) or {}).get("cancelled"):
             return PollResult(status=JobStatus.CANCELLED, backend_status="cancelled")
         elapsed = time.time() - float(ctx.state["started"])
         per = max(cfg.seconds_per_step, 1e-9)
@@ -137,11 +161,30 @@ class FakeBackend(Backend):
 
     def cancel(self, ctx: JobContext) -> None:
         ctx.state["cancelled"] = True
+        service = _read_service(ctx)
+        if service is not None:
+            _write_service(ctx, service | {"cancelled": True})
 
     def load_model(self, ctx: JobContext) -> Predictor:
         rows = [orjson.loads(line) for line in Path(ctx.spec.train).read_bytes().splitlines() if line.strip()]
         vocab = ctx.spec.labels or sorted({label_str(r["label"]) for r in rows})
         return FakePredictor([r["text"] for r in rows], [label_str(r["label"]) for r in rows], vocab)
+
+
+def _service_file(ctx: JobContext) -> Path:
+    return ctx.workdir / "fake-service.json"
+
+
+def _read_service(ctx: JobContext) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = orjson.loads(_service_file(ctx).read_bytes())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def _write_service(ctx: JobContext, data: dict[str, Any]) -> None:
+    atomic_write_bytes(_service_file(ctx), orjson.dumps(data))
 
 
 class BackendConformance:

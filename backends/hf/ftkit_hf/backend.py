@@ -261,10 +261,29 @@ class HFBackend(Backend):
         with files.log.open("ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=env, cwd=str(files.root))
-        ctx.state.update(pid=proc.pid, pid_started=_create_time(proc.pid), started=time.time())
+        worker_info = {"pid": proc.pid, "pid_started": _create_time(proc.pid), "started": time.time()}
+        # On disk at once: if this process dies before the registry records the pid, find_submitted reads it.
+        atomic_write_text(files.worker, json.dumps(worker_info))
+        ctx.state.update(worker_info)
         ctx.state.setdefault("events_offset", 0)
         ctx.state.setdefault("events_line", 0)
         return proc.pid
+
+    def find_submitted(self, ctx: JobContext) -> str | None:
+        """The worker an interrupted submit started, from ``worker.json`` (or the status the worker wrote)."""
+        files = JobFiles(ctx.workdir)
+        try:
+            info = json.loads(files.worker.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            st = files.read_status() or {}
+            if st.get("status") in (None, "starting") or not st.get("pid"):
+                return None  # no worker was started: submitting again is safe
+            # Killed between starting the worker and writing worker.json: the worker wrote its own pid.
+            info = {"pid": st["pid"], "pid_started": _create_time(int(st["pid"])), "started": st.get("started")}
+        ctx.state.update(info)
+        ctx.state.setdefault("events_offset", 0)
+        ctx.state.setdefault("events_line", 0)
+        return f"local-{info['pid']}"
 
     def poll(self, ctx: JobContext) -> PollResult:
         """New events since the last poll, the worker's status, and a dead worker noticed."""

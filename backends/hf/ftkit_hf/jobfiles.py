@@ -6,6 +6,7 @@
 ``JOB_DIR/checkpoints/``   engine checkpoints (``step-N/``)
 ``JOB_DIR/model/``         the adapter (or full model) and tokenizer once training succeeded
 ``JOB_DIR/worker.log``     the worker's stdout and stderr
+``JOB_DIR/worker.json``    the worker's pid and start time (written by the backend right after it starts it)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class JobFiles:
         self.checkpoints = self.root / "checkpoints"
         self.model = self.root / "model"
         self.log = self.root / "worker.log"
+        self.worker = self.root / "worker.json"
         self.data = self.root / "data"
 
     def read_spec(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ftkit_hf.engine.device import apply_plan, plan_device
-from ftkit_hf.engine.settings import EngineSettings, TrainResult
+from ftkit_hf.engine.settings import EngineSettings, TrainResult, check_loss, check_weights
 
 
 def _batches(rows: list[dict[str, Any]], size: int, pad_id: int, order: list[int]) -> list[dict[str, torch.Tensor]]:
@@ -128,6 +128,10 @@ def train_head(
             tokens += int(b["attention_mask"].sum())
             step += 1
             last_loss = float(out.loss)
+            if not math.isfinite(last_loss):
+                on_event({"kind": "metrics", "step": step, "total_steps": total, "train_loss": last_loss,
+                          "learning_rate": sched.get_last_lr()[0]})
+                check_loss(last_loss, step)
             ev: dict[str, Any] = {"kind": "metrics", "step": step, "total_steps": total,
                                   "epoch": step / steps_per_epoch, "train_loss": last_loss,
                                   "learning_rate": sched.get_last_lr()[0],
@@ -148,6 +152,8 @@ def train_head(
                 break
     if best_state is not None and (early or step >= total):
         model.load_state_dict(best_state, strict=False)  # keep the best weights seen on validation
+    if not stopped:
+        check_weights(((n, p) for n, p in model.named_parameters() if p.requires_grad), step)
     return TrainResult(steps=step, epochs_done=step / steps_per_epoch, final_train_loss=last_loss,
                        best_valid_loss=best if best < math.inf else None, stopped=stopped, early_stopped=early,
                        tokens_per_second=tokens / seconds if seconds else 0.0)

@@ -151,6 +151,13 @@ class OpenAIBackend(Backend):
         ctx.state["openai_job_id"] = job.id
         return str(job.id)
 
+    def find_submitted(self, ctx: JobContext) -> str | None:
+        """The OpenAI job an interrupted submit created, found by its ``metadata.ftkit_job_id``."""
+        found = self._find_by_ftkit_id(OpenAIAPI(_cfg(ctx.config)), ctx.id)
+        if found is not None:
+            ctx.state["openai_job_id"] = found
+        return found
+
     def _create_body(self, ctx: JobContext, cfg: OpenAIConfig) -> dict[str, Any]:
         spec = ctx.spec
         method = _method(spec, cfg)

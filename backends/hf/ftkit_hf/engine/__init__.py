@@ -27,11 +27,22 @@ Events passed to ``on_event`` (on rank 0 only):
   plus ``"valid_loss"`` on evaluation steps;
 * ``{"kind": "checkpoint", "step", "path"}``;
 * ``{"kind": "message", "message"}``.
+
+A step whose loss is nan or inf ends training with :class:`TrainingDivergedError` ("loss became nan at
+step 12"), after a last ``metrics`` event that carries that loss: nothing trained further is worth saving.
 """
 
 from .device import describe_device
 from .loop import train
 from .loss import Levers
-from .settings import EngineSettings, TokenizedExample, TrainResult
+from .settings import EngineSettings, TokenizedExample, TrainingDivergedError, TrainResult
 
-__all__ = ["EngineSettings", "Levers", "TokenizedExample", "TrainResult", "describe_device", "train"]
+__all__ = [
+    "EngineSettings",
+    "Levers",
+    "TokenizedExample",
+    "TrainResult",
+    "TrainingDivergedError",
+    "describe_device",
+    "train",
+]

@@ -32,7 +32,16 @@ from .distributed import Group, current, split_step
 from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
-from .settings import CPU_PASS_TOKENS, CPU_PASS_TOKENS_FP32, IGNORE_INDEX, EngineSettings, TokenizedExample, TrainResult
+from .settings import (
+    CPU_PASS_TOKENS,
+    CPU_PASS_TOKENS_FP32,
+    IGNORE_INDEX,
+    EngineSettings,
+    TokenizedExample,
+    TrainResult,
+    check_loss,
+    check_weights,
+)
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -316,6 +325,7 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
 
     if pos.done:
         finish()
+        check_weights(params, pos.step)
         return result(stopped=False)
 
     run.wrap_data_parallel()
@@ -369,6 +379,12 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
             pos.batch_index += 1
             pos.train_seconds += seconds
             pos.train_tokens += step_tokens
+            if not math.isfinite(loss_value):
+                # Said at once with the bad loss itself, then stop: a diverged run is a failed run, and the
+                # last finite loss must not stand as its latest number.
+                emit({"kind": "metrics", "step": pos.step, "total_steps": total_steps, "train_loss": loss_value,
+                      "learning_rate": lr})
+                check_loss(loss_value, pos.step)
             window_loss += loss_value
             window_steps += 1
             window_tokens += step_tokens
@@ -422,4 +438,5 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
         if last_checkpoint_step != pos.step:
             checkpoint()
     finish()
+    check_weights(params, pos.step)  # the last step's update can break the weights after a finite loss
     return result(stopped=False)

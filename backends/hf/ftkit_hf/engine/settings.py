@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ftkit.errors import ConfigError
+import torch
+
+from ftkit.errors import ConfigError, JobFailedError
 
 IGNORE_INDEX = -100
 # Tokens per forward/backward pass on a CPU. On the 64-example benchmark (2 cores) two ~1,700-token passes per
@@ -125,3 +129,34 @@ class TrainResult:
     stopped: bool
     early_stopped: bool
     tokens_per_second: float
+
+
+class TrainingDivergedError(JobFailedError):
+    """The loss or the trained weights became nan or inf: the run cannot produce a usable model."""
+
+
+def check_loss(loss: float, step: int) -> None:
+    """Raise when a step's loss is not a finite number (training has diverged; every later step is garbage).
+
+    Raises:
+        TrainingDivergedError: e.g. "loss became nan at step 12".
+    """
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(
+            f"loss became {loss} at step {step}: training diverged (lower the learning rate); no model was saved"
+        )
+
+
+def check_weights(params: Iterable[tuple[str, torch.Tensor]], step: int) -> None:
+    """Raise when a trained weight holds nan or inf: checked before a model is declared a success.
+
+    Raises:
+        TrainingDivergedError: naming the first bad weight and the step.
+    """
+    bad = [name for name, p in params if not bool(torch.isfinite(p.detach()).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise TrainingDivergedError(
+            f"weights became nan or inf by step {step} ({bad[0]}{more}): training diverged "
+            "(lower the learning rate); no model was saved"
+        )
