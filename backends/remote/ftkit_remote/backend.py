@@ -106,6 +106,17 @@ class RemoteBackend(Backend):
                     _drive(ctx, lambda run: run.cancel("setup failed: interrupted after the worker started"))
             raise
 
+    def find_submitted(self, ctx: JobContext) -> str | None:
+        """A start killed mid-way (kill -9): destroy any machine it rented, so the next start rents afresh.
+
+        The killed client's run state (endpoint, instance id, set-up phase) died with it, so its machine
+        cannot be followed; it is found by the job's label, destroyed and verified gone, and its lease
+        closed. Nothing is reported as submitted: ``start()`` then submits again and pays for one machine.
+        """
+        orphan = JobContext(id=ctx.id, spec=ctx.spec, config=ctx.config, workdir=ctx.workdir, state={})
+        _drive(orphan, lambda run: run.destroy_orphan("the client that was starting it was killed"))
+        return None
+
     def poll(self, ctx: JobContext) -> PollResult:
         """Follow the worker over SSH; at its end fetch the adapter and destroy the machine."""
         return _drive(ctx, lambda run: run.poll())

@@ -82,6 +82,11 @@ class RunBase:
 
     # ------------------------------------------------------------------ cancel and teardown
 
+    async def destroy_orphan(self, reason: str) -> None:
+        """Destroy what carries this job's label (a machine rented by a client since killed), close its lease."""
+        self.st["final"] = {"status": "failed", "error": reason}
+        await self._teardown(reason)
+
     async def _teardown(self, reason: str) -> None:
         """Destroy (by id, or by label when the id was never learned), verify, cost, close the lease."""
         self.st["phase"], self.st["final_reason"] = "destroying", reason

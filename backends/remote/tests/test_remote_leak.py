@@ -19,7 +19,7 @@ from ftkit_remote.providers import LaunchSpec, OfferQuery, make_provider
 from remote_testkit import FAKE_WORKER, provider_options, remote_options
 from typer.testing import CliRunner
 
-from ftkit import FineTuneJob, JobSpec
+from ftkit import FineTuneJob, JobSpec, JobStatus
 
 pytestmark = pytest.mark.leak
 CLIENT = str(Path(__file__).with_name("client_script.py"))
@@ -128,3 +128,25 @@ def test_leak_deadman_switch_destroys_machine_without_the_client(vast: EmulatorS
     with pytest.raises(Exception, match=r"max_duration|gone"):
         job.wait(poll_interval=0.2, timeout=30)
     assert not LeaseLedger().open_leases()
+
+
+def test_start_after_a_killed_client_destroys_its_machine_before_renting_again(
+    vast: EmulatorServer, data_file: Path
+) -> None:
+    """kill -9 while the machine boots: the next start() destroys that orphan, then rents one machine."""
+    vast.state.faults.add("instance", "stuck_loading")
+    client = _start_client(vast, data_file)
+    job_id = (client.stdout.readline() if client.stdout else "").strip()
+    _wait_for(lambda: any(x.instance_id for x in LeaseLedger().all()))
+    orphans = [i.id for i in vast.state.live()]
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    job = FineTuneJob.get(job_id)
+    assert job.status is JobStatus.VALIDATING and len(orphans) == 1
+
+    job.start()  # the submitter is dead: its machine is found by label and destroyed, then one is rented
+    assert orphans[0] not in [i.id for i in vast.state.live()]
+    assert job.wait(poll_interval=0.2, timeout=120) is JobStatus.SUCCEEDED
+    assert not vast.state.live()
+    assert not LeaseLedger().open_leases()
+    assert [x.status for x in LeaseLedger().all()] == ["released"]  # one lease per job label, closed
