@@ -12,6 +12,7 @@ import numpy as np
 
 from ftkit.errors import EvaluationError
 from ftkit.evaluate.calibration import Calibrator, Method, cross_fit
+from ftkit.evaluate.evidence import attach_evidence
 from ftkit.evaluate.metrics import (
     LabelledPredictions,
     classification_metrics,
@@ -187,6 +188,7 @@ def evaluate(
     n_bins: int = 10,
     mistakes: int = 10,
     seed: int = 0,
+    placebo: Source | bool | None = None,
 ) -> EvaluationReport:
     """Judge a model on a held-out file.
 
@@ -213,6 +215,9 @@ def evaluate(
         n_bins: bins of the reliability curve and ECE.
         mistakes: how many least/most confident mistakes to keep.
         seed: seed for bootstrap and calibration folds.
+        placebo: a placebo model to set beside this one (any source above), False for none; by
+            default a FineTuneJob's newest succeeded placebo twin (:meth:`FineTuneJob.placebo`).
+            A FineTuneJob is also checked for leakage: test examples in its training or validation data.
 
     Raises:
         EvaluationError: predictions and data do not fit together (file:line in the message).
@@ -220,6 +225,7 @@ def evaluate(
     source = predictor_or_predictions
     curve: list[dict[str, Any]] = []
     cost = job_info = None
+    job = source if _is_job(source) else None
     if _is_job(source):
         curve, cost, job_info = _job_details(source)
         name = name or job_info["id"]
@@ -283,6 +289,8 @@ def evaluate(
                 hans, _ = _predict(hsource, href, vocab, batch_size, show, "holdout")
                 holdout_lp = to_arrays(href.targets, [a for a in hans if isinstance(a, Prediction)], vocab)
             _calibrate(report, lp, calibrate, holdout_lp, folds, seed, n_bins)
+    options = {"ordered": ordered, "batch_size": batch_size, "progress": progress, "bootstrap": 0, "seed": seed}
+    attach_evidence(report, job=job, data=data, placebo=placebo, options=options | {"labels": labels})
     report.training_curve = curve
     report.cost = cost
     report.job = job_info
