@@ -66,8 +66,9 @@ def main() -> int:
         j.start()
         j.wait(progress=sys.stdout.isatty())
         last = [m for m in j.metrics() if m.get("train_loss") is not None][-1]
+        valid = f", valid loss {last['valid_loss']:.3f}" if last.get("valid_loss") is not None else ""
         print(f"{name}: trained in {time.time() - t:.0f} s, {last.get('step')} steps, final train loss "
-              f"{last['train_loss']:.3f}" + (f", valid loss {last['valid_loss']:.3f}" if last.get("valid_loss") else ""))
+              f"{last['train_loss']:.3f}{valid}")
 
     t = time.time()
     report = ftkit.evaluate(job, paths["test"], batch_size=100_000, progress=False)

@@ -142,6 +142,7 @@ def test_paired_power_in_comparisons_uses_observed_disagreement() -> None:
     assert row["min_detectable_difference"] == pytest.approx(min_detectable(200, 0.8, **kw))  # type: ignore[arg-type]
     assert row["n_for_observed_difference"] == sample_size(0.8, 0.1, **kw)  # type: ignore[arg-type]
     assert c.to_dict()["paired_power"] == [row]
+    assert ComparisonReport.model_validate_json(c.to_json()).pairs == [pair]  # read back from its JSON
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import numpy as np
 from rich.table import Table
 from scipy import stats
 
+from ftkit.errors import EvaluationError
 from ftkit.evaluate.power import binomial_min_detectable, binomial_sample_size, min_detectable, sample_size
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def placebo_section(real: EvaluationReport, placebo: EvaluationReport, job: dict
 
     lp = real._arrays
     if lp is None or placebo.correct is None or len(placebo.correct) != len(real.correct):
-        raise ValueError("the placebo must be evaluated on the same classification test set")
+        raise EvaluationError("the placebo must be evaluated on the same classification test set")
     top = int(np.bincount(lp.y_true, minlength=len(lp.labels)).argmax())
     always = np.full_like(lp.y_true, top)
     majority_f1 = float(

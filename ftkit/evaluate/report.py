@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, model_validator
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -207,6 +207,14 @@ class ComparisonReport(BaseModel):
     def metrics(self) -> dict[str, dict[str, Any]]:
         """``{model name: flat metrics}``."""
         return {name: r.metrics for name, r in self.reports.items()}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields_are_not_input(cls, data: Any) -> Any:
+        # A report read back from its JSON carries paired_power, which is computed from the pairs.
+        if isinstance(data, dict) and "paired_power" in data:
+            data = {k: v for k, v in data.items() if k != "paired_power"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property
