@@ -1,7 +1,8 @@
 """Evidence a researcher publishes beside the metrics: no leakage, better than a placebo, enough data.
 
 Three sections of an :class:`~ftkit.evaluate.EvaluationReport`, each a plain dict (so ``--json`` holds
-them as they are) built here and drawn by :func:`evidence_tables` (terminal) and ``html.py``:
+them as they are) built here and drawn by :func:`leakage_renderables` and :func:`evidence_renderables` (terminal) and
+``html.py``:
 
 - ``leakage``: the test file checked against the job's training and validation data
   (:func:`ftkit.data.leakage.check_leakage`); only for a FineTuneJob, whose data are known.
@@ -45,8 +46,8 @@ def attach_evidence(
         report: a freshly computed report.
         job: the FineTuneJob evaluated, or None.
         data: the test data.
-        placebo: a placebo model (any source ``evaluate`` takes), False for none, or None: the job's
-            newest succeeded placebo twin, when there is one.
+        placebo: a placebo model (any source ``evaluate`` takes), False for none, or None (or True):
+            the job's newest succeeded placebo twin, when there is one.
         options: ``evaluate`` options to score the placebo with (labels, batch size...).
     """
     from ftkit.evaluate.api import evaluate
@@ -57,11 +58,12 @@ def attach_evidence(
         )
     if job is not None:
         report.leakage = job_leakage(job, data)
-    twin, info = placebo, None
-    if placebo is None and job is not None and "placebo" not in job.record.manifest:
+    twin, info = (None if placebo is True else placebo), None
+    store = getattr(job, "store", None)
+    if twin is None and store is not None and "placebo" not in job.record.manifest:
         from ftkit.placebo import succeeded_placebo
 
-        twin, notes = succeeded_placebo(job, store=job.store)
+        twin, notes = succeeded_placebo(job, store=store)
         report.notes.extend(notes)
     if twin is None or twin is False or report.task != "classification":
         return
