@@ -16,6 +16,7 @@ import ftkit
 from ftkit import FineTuneJob, JobSpec, JobStatus, register_backend
 from ftkit.data.permute import permute_file, permute_labels
 from ftkit.errors import ConfigError
+from ftkit.evaluate.power import binomial_min_detectable
 from ftkit.testing import FakeBackend
 from tests.helpers import chat, spam_rows, write_jsonl
 
@@ -127,10 +128,23 @@ def test_report_sets_real_placebo_and_majority_side_by_side(tmp_path: Path) -> N
     assert "Real vs placebo vs majority class" in page and twin.id in page
     assert report.to_dict()["placebo"]["rows"][1]["name"] == twin.id
     # Power lines: what this 200-example test set detects against the majority rate.
-    assert report.power is not None and report.power["n"] == 200 and 0.05 < report.power["min_detectable_gain"] < 0.15
+    assert report.power is not None and report.power["n"] == 200
+    assert report.power["min_detectable_gain"] == pytest.approx(binomial_min_detectable(200, 0.5))
     # placebo=False leaves it out; evaluating the twin itself does not look for a placebo of a placebo.
     assert ftkit.evaluate(job, test, bootstrap=0, placebo=False).placebo is None
     assert ftkit.evaluate(twin, test, bootstrap=0).placebo is None
+
+
+def test_any_model_can_be_the_placebo(tmp_path: Path) -> None:
+    """Saved predictions work too: a placebo scored elsewhere is set beside the model's own answers."""
+    test = write_jsonl(tmp_path / "test.jsonl", spam_rows(40))
+    truth = [r["label"] for r in spam_rows(40)]
+    report = ftkit.evaluate([{"prediction": t} for t in truth], test, bootstrap=0,
+                            placebo=[{"prediction": "ham"}] * 40)
+    pl = report.placebo
+    assert pl is not None and pl["job"] == {"id": None}
+    assert [r["accuracy"] for r in pl["rows"]] == [1.0, 0.5, 0.5]
+    assert (pl["real_only_right"], pl["placebo_only_right"]) == (20, 0) and pl["real_beats_placebo"]
 
 
 def test_unfinished_placebo_is_noted(tmp_path: Path) -> None:
