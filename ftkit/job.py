@@ -12,6 +12,7 @@ A job is recorded in the registry before anything is spent (``create``), spends 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -387,7 +388,12 @@ class FineTuneJob:
             self.refresh()
         if self.status is not JobStatus.SUCCEEDED:
             raise JobError(f"job {self.id} is {self.status.value}; a model exists only once it has succeeded")
-        return self._backend().load_model(self._context())
+        predictor = self._backend().load_model(self._context())
+        # So that evaluate(job.model(), test) checks the test data against this job's data and finds its
+        # placebo. Ids, not the job: a predictor may be pickled, and the job holds live options (secrets).
+        with contextlib.suppress(AttributeError, TypeError):
+            predictor.ftkit_job_ref = (self.id, str(self._store.root))  # type: ignore[attr-defined]
+        return predictor
 
     def placebo(self, seed: int | None = None) -> FineTuneJob:
         """Create (not start) this job's placebo twin: the same spec and options, labels permuted.

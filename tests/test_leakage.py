@@ -15,7 +15,7 @@ from ftkit import FineTuneJob, JobSpec, register_backend
 from ftkit.data import Dataset
 from ftkit.data.leakage import check_leakage
 from ftkit.errors import DatasetError
-from ftkit.testing import FakeBackend
+from ftkit.testing import FakeBackend, FakePredictor
 from tests.helpers import chat, spam_rows, write_jsonl
 
 register_backend(FakeBackend)
@@ -139,13 +139,15 @@ def test_evaluate_puts_leakage_first(tmp_path: Path) -> None:
 
 
 def test_evaluate_clean_test_says_so(tmp_path: Path) -> None:
-    job, _ = _trained_job(tmp_path)
+    job, leaky = _trained_job(tmp_path)
     clean = write_jsonl(tmp_path / "clean.jsonl", rows(20, start=300))
     report = ftkit.evaluate(job, clean, bootstrap=0)
     assert report.leakage is not None and not report.leakage["leaked"]
     assert 'class="clean"' in report.to_html()
-    # A predictor (not a job) has no known training data: no leakage section.
-    assert ftkit.evaluate(job.model(), clean, bootstrap=0).leakage is None
+    # The job's model knows its job; a predictor built by hand has no known training data.
+    assert ftkit.evaluate(job.model(), leaky, bootstrap=0).leakage["overlapping"] == 3  # type: ignore[index]
+    bare = FakePredictor(["see you soon", "claim cash now"], ["ham", "spam"], ["ham", "spam"])
+    assert ftkit.evaluate(bare, clean, bootstrap=0).leakage is None
 
 
 def test_evaluate_notes_a_training_file_changed_since(tmp_path: Path) -> None:

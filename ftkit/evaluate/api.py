@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ftkit.errors import EvaluationError
+from ftkit.errors import EvaluationError, FtkitError
 from ftkit.evaluate.calibration import Calibrator, Method, cross_fit
 from ftkit.evaluate.evidence import attach_evidence
 from ftkit.evaluate.metrics import (
@@ -37,6 +37,20 @@ Source = Any  # a Predictor, a FineTuneJob, a predictions JSONL path, or a list 
 
 def _is_job(obj: Any) -> bool:
     return all(callable(getattr(obj, a, None)) for a in ("model", "metrics")) and hasattr(obj, "record")
+
+
+def _job_of(predictor: Any) -> Any:
+    """The job a predictor came from (``FineTuneJob.model()`` tags it with the job's id), or None."""
+    ref = getattr(predictor, "ftkit_job_ref", None)
+    if not (isinstance(ref, tuple) and len(ref) == 2):
+        return None
+    from ftkit.job import FineTuneJob
+    from ftkit.store import JobStore
+
+    try:
+        return FineTuneJob.get(ref[0], store=JobStore(ref[1]))
+    except FtkitError:
+        return None
 
 
 def _is_predictor(obj: Any) -> bool:
@@ -217,7 +231,8 @@ def evaluate(
         seed: seed for bootstrap and calibration folds.
         placebo: a placebo model to set beside this one (any source above), False for none; by
             default a FineTuneJob's newest succeeded placebo twin (:meth:`FineTuneJob.placebo`).
-            A FineTuneJob is also checked for leakage: test examples in its training or validation data.
+            A FineTuneJob, or a model from ``job.model()``, is also checked for leakage: test examples
+            in its training or validation data.
 
     Raises:
         EvaluationError: predictions and data do not fit together (file:line in the message).
@@ -225,7 +240,8 @@ def evaluate(
     source = predictor_or_predictions
     curve: list[dict[str, Any]] = []
     cost = job_info = None
-    job = source if _is_job(source) else None
+    # A job, or the model of one: its data are known, so leakage can be checked and a placebo found.
+    job = source if _is_job(source) else _job_of(source)
     if _is_job(source):
         curve, cost, job_info = _job_details(source)
         name = name or job_info["id"]
