@@ -391,7 +391,7 @@ class FineTuneJob:
         predictor = self._backend().load_model(self._context())
         # So that evaluate(job.model(), test) checks the test data against this job's data and finds its
         # placebo. Ids, not the job: a predictor may be pickled, and the job holds live options (secrets).
-        with contextlib.suppress(AttributeError, TypeError):
+        with contextlib.suppress(AttributeError, TypeError, ValueError):  # slots, frozen or pydantic predictors
             predictor.ftkit_job_ref = (self.id, str(self._store.root))  # type: ignore[attr-defined]
         return predictor
 
