@@ -188,12 +188,14 @@ def train(
     config: Path,
     backend: Annotated[str | None, typer.Option(help="Backend section of the config to use.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    placebo: Annotated[bool, typer.Option("--placebo", help="Then train its placebo twin (labels permuted).")] = False,
 ) -> None:
     """Create and start a job from a TOML/YAML config."""
     from ftkit.job import FineTuneJob
     from ftkit.spec import JobSpec
 
     job = FineTuneJob.create(JobSpec.from_file(config, backend=backend))
+    twin = job.placebo() if placebo else None  # created up front: a data problem stops both before any spend
     est = job.record.estimated_cost
     out.print(f"created {job.id} on {job.backend_name}" + (f" (estimate ${est['usd']:.4f})" if est else ""))
     job.start()
@@ -201,6 +203,10 @@ def train(
     if wait:
         status = job.wait(progress=True)
         out.print(f"{job.id}: {status.value}")
+    if twin is not None:
+        from ftkit.cli_evidence import follow_placebo
+
+        follow_placebo(twin, wait)
 
 
 @app.command()
@@ -304,9 +310,11 @@ def _mount_plugins() -> None:
         pass
     else:
         register(app)
+    from ftkit.cli_evidence import register as register_evidence
     from ftkit.cli_migrate import register as register_migrate
 
     register_migrate(app)
+    register_evidence(app)
     for ep in entry_points(group="ftkit.cli"):
         try:
             sub = ep.load()

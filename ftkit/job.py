@@ -28,6 +28,7 @@ from ftkit.backend import (
     get_backend,
     installed_backends,
 )
+from ftkit.data.leakage import guard_validation
 from ftkit.errors import (
     APIError,
     BackendNotFoundError,
@@ -85,7 +86,8 @@ class FineTuneJob:
         Raises:
             ConfigError: the spec or options are invalid (a learning rate or ``max_cost`` of inf or nan
                 included), or the estimate exceeds ``max_cost``.
-            DatasetError: a data file failed validation (``err.report`` holds every problem).
+            DatasetError: a data file failed validation (``err.report`` holds every problem), or the
+                validation data repeats training inputs and ``spec.allow_overlap`` is not set.
             BackendNotFoundError: no such backend is installed.
         """
         spec = _revalidated(spec) if isinstance(spec, JobSpec) else JobSpec.from_file(spec, backend=backend)
@@ -99,6 +101,7 @@ class FineTuneJob:
             bspec = bspec.model_copy(update={"model": be.default_model(bspec.task)})
         if validate:
             bspec = _validate_data(bspec, be.validation_target(bspec, config))
+        leakage = guard_validation(bspec.train, bspec.validation, allow=bspec.allow_overlap) if validate else {}
         be.check(bspec, config)
 
         store = store or JobStore()
@@ -119,7 +122,7 @@ class FineTuneJob:
             options=config.model_dump(mode="json"),
             state=ctx.state,
             estimated_cost=estimate.model_dump() if estimate else None,
-            manifest=build_manifest(bspec, name, info.version if info else None),
+            manifest=build_manifest(bspec, name, info.version if info else None) | leakage,
         )
         store.insert(record)
         job = cls(record, store)
@@ -211,6 +214,11 @@ class FineTuneJob:
     def record(self) -> JobRecord:
         """Everything the registry keeps about the job."""
         return self._record
+
+    @property
+    def store(self) -> JobStore:
+        """The registry the job is kept in."""
+        return self._store
 
     @property
     def workdir(self) -> Path:
@@ -678,7 +686,29 @@ class FineTuneJob:
             self.refresh()
         if self.status is not JobStatus.SUCCEEDED:
             raise JobError(f"job {self.id} is {self.status.value}; a model exists only once it has succeeded")
-        return self._backend().load_model(self._context())
+        predictor = self._backend().load_model(self._context())
+        # So that evaluate(job.model(), test) checks the test data against this job's data and finds its
+        # placebo. Ids, not the job: a predictor may be pickled, and the job holds live options (secrets).
+        with contextlib.suppress(AttributeError, TypeError, ValueError):  # slots, frozen or pydantic predictors
+            predictor.ftkit_job_ref = (self.id, str(self._store.root))  # type: ignore[attr-defined]
+        return predictor
+
+    def placebo(self, seed: int | None = None) -> FineTuneJob:
+        """Create (not start) this job's placebo twin: the same spec and options, labels permuted.
+
+        The training and validation labels are permuted within each class (stratified, seeded; see
+        :mod:`ftkit.placebo`) and the twin's manifest records the seed and the permutation. Evaluating
+        this job then shows real, placebo and majority-class accuracy side by side.
+
+        Args:
+            seed: the permutation seed; by default the job's training seed.
+
+        Raises:
+            ConfigError: not a classification job, or itself a placebo run.
+        """
+        from ftkit.placebo import create_placebo
+
+        return create_placebo(self, seed=seed, options=self._context().config.model_dump(), store=self._store)
 
     # ----------------------------------------------------------------- reading
 

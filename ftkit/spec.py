@@ -63,6 +63,8 @@ class JobSpec(BaseModel):
         model: base model; None lets the backend pick its default.
         train: the training JSONL file.
         validation: an optional validation JSONL file.
+        allow_overlap: accept a validation file that shares inputs with the training file; by default
+            the job is refused (the leakage guard), and the overlap is recorded in the manifest either way.
         labels: the label vocabulary for classification (inferred from the data when None).
         hyperparameters: epochs, learning rate, batch size, seed.
         backend: the backend a file selects by default.
@@ -75,6 +77,10 @@ class JobSpec(BaseModel):
     model: str | None = Field(default=None, description="Base model; None means the backend's default.")
     train: Path = Field(description="Training data, JSONL.")
     validation: Path | None = Field(default=None, description="Validation data, JSONL.")
+    allow_overlap: bool = Field(
+        default=False,
+        description="Accept validation examples whose input is also in the training data (recorded in the manifest).",
+    )
     labels: list[str] | None = Field(default=None, description="Label vocabulary for classification.")
     preamble: str | None = Field(
         default=None, description="System prompt used when classification data is turned into chat."

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from ftkit.data.formats import Format, check, detect_format, label_str
 from ftkit.data.issues import Issue
+from ftkit.data.leakage import input_hashes
 from ftkit.data.reader import iter_lines
 from ftkit.data.targets import Target
 
@@ -119,24 +120,6 @@ def _hash(value: Any) -> int:
     return hash(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
-def _input_part(fmt: Format, obj: dict[str, Any]) -> Any:
-    """The part of an example a model sees as input: what must not leak from train to test.
-
-    Malformed examples get here too (they are hashed for duplicate checks), so nothing is assumed.
-    """
-    if fmt == "classification":
-        return " ".join(str(obj.get("text", "")).lower().split())
-    if fmt == "completion":
-        return obj.get("prompt")
-    msgs = obj.get("messages") if fmt == "chat" else (obj.get("input") or {})
-    if fmt == "preference":
-        msgs = msgs.get("messages") if isinstance(msgs, dict) else msgs
-    if not isinstance(msgs, list):
-        return msgs
-    last = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=0)
-    return msgs[:last] if fmt == "chat" else msgs
-
-
 @dataclass
 class _Part:
     """What one byte range of a file gave: issues (capped per code), counts and per-example arrays."""
@@ -217,7 +200,8 @@ def _scan_range(
             part.label_counts[label_str(obj["label"])] += 1
         # Exact duplicates: the same line for structured formats, the same (text, label) for classification.
         part.hashes.append(hash(ln.raw) if fmt != "classification" else _hash([obj.get("text"), obj.get("label")]))
-        part.input_hashes.append(_hash(_input_part(fmt, obj)))
+        # The input normalised the way the leakage guard compares it: overlap counts exact and near matches.
+        part.input_hashes.append(input_hashes(fmt, obj)[1])
         part.lines.append(ln.number)
         msgs = obj.get("messages") if fmt == "chat" else None
         part.n_messages.append(len(msgs) if isinstance(msgs, list) else 0)

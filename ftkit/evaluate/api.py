@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ftkit.errors import BackendError, EvaluationError
+from ftkit.errors import BackendError, EvaluationError, FtkitError
 from ftkit.evaluate.calibration import Calibrator, Method, cross_fit
+from ftkit.evaluate.evidence import attach_evidence
 from ftkit.evaluate.metrics import (
     LabelledPredictions,
     classification_metrics,
@@ -37,6 +38,20 @@ Source = Any  # a Predictor, a FineTuneJob, a predictions JSONL path, or a list 
 
 def _is_job(obj: Any) -> bool:
     return all(callable(getattr(obj, a, None)) for a in ("model", "metrics")) and hasattr(obj, "record")
+
+
+def _job_of(predictor: Any) -> Any:
+    """The job a predictor came from (``FineTuneJob.model()`` tags it with the job's id), or None."""
+    ref = getattr(predictor, "ftkit_job_ref", None)
+    if not (isinstance(ref, tuple) and len(ref) == 2):
+        return None
+    from ftkit.job import FineTuneJob
+    from ftkit.store import JobStore
+
+    try:
+        return FineTuneJob.get(ref[0], store=JobStore(ref[1]))
+    except FtkitError:
+        return None
 
 
 def _is_predictor(obj: Any) -> bool:
@@ -208,6 +223,7 @@ def evaluate(
     n_bins: int = 10,
     mistakes: int = 10,
     seed: int = 0,
+    placebo: Source | bool | None = None,
 ) -> EvaluationReport:
     """Judge a model on a held-out file.
 
@@ -234,6 +250,10 @@ def evaluate(
         n_bins: bins of the reliability curve and ECE.
         mistakes: how many least/most confident mistakes to keep.
         seed: seed for bootstrap and calibration folds.
+        placebo: a placebo model to set beside this one (any source above), False for none; by
+            default a FineTuneJob's newest succeeded placebo twin (:meth:`FineTuneJob.placebo`).
+            A FineTuneJob, or a model from ``job.model()``, is also checked for leakage: test examples
+            in its training or validation data.
 
     Raises:
         EvaluationError: predictions and data do not fit together (file:line in the message).
@@ -242,6 +262,8 @@ def evaluate(
     curve: list[dict[str, Any]] = []
     cost = job_info = None
     recorded_note = missing_hint = None
+    # A job, or the model of one: its data are known, so leakage can be checked and a placebo found.
+    job = source if _is_job(source) else _job_of(source)
     if _is_job(source):
         curve, cost, job_info = _job_details(source)
         name = name or job_info["id"]
@@ -314,6 +336,8 @@ def evaluate(
             _calibrate(report, lp, calibrate, holdout_lp, folds, seed, n_bins)
     if recorded_note:
         report.notes.append(recorded_note)
+    options = {"ordered": ordered, "batch_size": batch_size, "progress": progress, "bootstrap": 0, "seed": seed}
+    attach_evidence(report, job=job, data=data, placebo=placebo, options=options | {"labels": labels})
     report.training_curve = curve
     report.cost = cost
     report.job = job_info

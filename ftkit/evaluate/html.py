@@ -20,6 +20,8 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;paddin
 th{background:#f4f4f6}td.l,th.l{text-align:left}td.text{text-align:left;max-width:600px}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{border:1px solid #eee;padding:.3rem}
 .plot img{display:block;max-width:100%}.note{color:#8a5a00}.muted{color:#777;font-size:.85rem}
+.leak{border:2px solid #b00020;background:#fff0f0;padding:.5rem 1rem}.leak h2{color:#b00020;border:0}
+.clean{border:1px solid #2e7d32;background:#f1f8f1;padding:.3rem 1rem}
 """
 
 
@@ -143,15 +145,88 @@ def _model_section(r: EvaluationReport) -> list[str]:
     return out
 
 
+def _leakage(r: EvaluationReport) -> str:
+    """The leakage box: red with counts and example lines when the test data leaked, green when checked clean."""
+    lk = r.leakage
+    if lk is None:
+        return ""
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in lk.get("notes", []))
+    if not lk["leaked"]:
+        return (
+            f'<div class="clean"><p>No leakage: none of the {lk["examples"]} test examples of <b>{_e(r.name)}</b> '
+            "is in the job's training or validation data (exact, or after normalising whitespace and case).</p>"
+            f"{notes}</div>"
+        )
+    rows = [
+        [o["role"], o["path"], "yes" if o["same_file"] else "no", o["exact"], o["near"]]
+        for o in lk["overlaps"]
+        if o["exact"] or o["near"] or o["same_file"]
+    ]
+    examples = [
+        [o["role"], e["kind"], e["line"], e["id"] or "", e["other_line"], e["text"]]
+        for o in lk["overlaps"]
+        for e in o["examples"]
+    ]
+    return (
+        f'<div class="leak"><h2>Leakage: {lk["overlapping"]} of {lk["examples"]} test examples of {_e(r.name)} '
+        "were in its training or validation data</h2>"
+        + _table(["data", "file", "same file", "exact", "near-duplicate (whitespace/case)"], rows, left=2)
+        + "<h3>Examples</h3>"
+        + _table(["data", "kind", "test line", "id", "line there", "text"], examples, left=2)
+        + notes
+        + "</div>"
+    )
+
+
+def _evidence(r: EvaluationReport) -> list[str]:
+    """The placebo comparison and the power lines, when the report has them."""
+    out: list[str] = []
+    if r.placebo is not None:
+        pl = r.placebo
+        out.append(
+            "<h3>Real vs placebo vs majority class</h3>"
+            + _table(
+                ["", "model", "accuracy", "macro-F1"],
+                [[x["model"], x["name"], fmt(x["accuracy"]), fmt(x["macro_f1"])] for x in pl["rows"]],
+                left=2,
+            )
+            + f"<p>{_e(pl['statement'])}.</p>"
+        )
+    if r.power is not None:
+        out.append("<h3>Power</h3>" + "".join(f"<p>{_e(line)}.</p>" for line in r.power["lines"]))
+    return out
+
+
+def _paired_power(c: ComparisonReport) -> str:
+    if not c.paired_power:
+        return ""
+    return "<h2>What this test set can detect (80% power, McNemar, two-sided alpha 0.05)</h2>" + _table(
+        ["A", "B", "disagree", "detectable difference", "n for observed difference"],
+        [
+            [
+                p["a"],
+                p["b"],
+                fmt(p["discordant"]),
+                fmt(p.get("min_detectable_difference")),
+                fmt(p.get("n_for_observed_difference"), "{:d}"),
+            ]
+            for p in c.paired_power
+        ],
+        left=2,
+    )
+
+
 def render_report(r: EvaluationReport) -> str:
     """One model's report as a complete HTML page."""
     body = [
         f"<p>Model <b>{_e(r.name)}</b> on <code>{_e(r.data)}</code> ({r.metrics.get('n', '?')} examples, "
         f"{_e(r.task)}).</p>",
+        _leakage(r),
         "<h2>Metrics</h2>",
         _metrics_table({r.name: r}),
     ]
     body.extend(_model_section(r))
+    body.extend(_evidence(r))
     cost = _cost_uri({r.name: r})
     if cost:
         body.append("<h2>Cost</h2>" + _img(cost, "cost per model"))
@@ -163,6 +238,7 @@ def render_comparison(c: ComparisonReport) -> str:
     body = [
         f"<p>{len(c.reports)} models on <code>{_e(c.data)}</code>.</p>",
         *(f'<p class="verdict"><strong>Verdict:</strong> {_e(v)}</p>' for v in c.verdicts),
+        *(_leakage(r) for r in c.reports.values() if r.leakage and r.leakage["leaked"]),
         "<h2>Metrics side by side</h2>",
         _metrics_table(c.reports),
     ]
@@ -198,6 +274,7 @@ def render_comparison(c: ComparisonReport) -> str:
                 left=3,
             )
         )
+    body.append(_paired_power(c))
     figs = []
     curves = {n: r.reliability for n, r in c.reports.items() if r.reliability}
     if curves:
@@ -213,4 +290,5 @@ def render_comparison(c: ComparisonReport) -> str:
     for name, r in c.reports.items():
         body.append(f"<h2>{_e(name)}</h2>")
         body.extend(_model_section(r))
+        body.extend(_evidence(r))
     return _page(f"ftkit comparison on {c.data}", body)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, model_validator
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -80,6 +80,12 @@ class EvaluationReport(BaseModel):
         calibration: method, how it was fitted, and the reliability curve after calibration.
         training_curve: the job's metric events (step, train_loss, valid_loss...).
         cost: ``estimated`` / ``actual`` USD and their details, when a job is known.
+        leakage: for a job: test examples also in its training or validation data (exact and
+            near-duplicate counts, example lines); see :func:`ftkit.data.leakage.check_leakage`.
+        placebo: real, placebo and majority-class rows and the test that the real model beats the
+            placebo, when the job has a placebo twin (:meth:`ftkit.FineTuneJob.placebo`).
+        power: the smallest gain over the majority rate this test set detects, and the size the
+            observed gain needs (:mod:`ftkit.evaluate.power`).
         notes: caveats worth reading (no probabilities, majority rate from the test set...).
     """
 
@@ -88,6 +94,8 @@ class EvaluationReport(BaseModel):
     name: str
     task: Literal["classification", "generation"]
     data: str
+    # First after the names: a leak is the first thing a reader of the JSON should see.
+    leakage: dict[str, Any] | None = None
     labels: list[str] = Field(default_factory=list)
     metrics: dict[str, Any]
     per_class: list[dict[str, Any]] = Field(default_factory=list)
@@ -100,6 +108,8 @@ class EvaluationReport(BaseModel):
     training_curve: list[dict[str, Any]] = Field(default_factory=list)
     cost: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
+    placebo: dict[str, Any] | None = None
+    power: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
     # Arrays behind the numbers (not serialised): plots and McNemar's test need them.
@@ -141,7 +151,9 @@ class EvaluationReport(BaseModel):
         return page
 
     def tables(self) -> Group:
-        """Rich renderables: the metrics, the per-class table and the least confident mistakes."""
+        """Rich renderables: leakage first, the metrics, per class, mistakes, placebo and power."""
+        from ftkit.evaluate.evidence import evidence_renderables, leakage_renderables
+
         t = Table(title=f"{self.name} on {self.data}", show_header=True)
         t.add_column("metric")
         t.add_column("value", justify="right")
@@ -152,7 +164,7 @@ class EvaluationReport(BaseModel):
                     lo, hi = self.ci[key]
                     value += f"  [{fmt(lo)}, {fmt(hi)}]"
                 t.add_row(key, value)
-        parts: list[Any] = [t]
+        parts: list[Any] = [*leakage_renderables(self), t]
         if self.per_class:
             pc = Table("label", "precision", "recall", "f1", "support", title="per class")
             for row in self.per_class:
@@ -164,6 +176,7 @@ class EvaluationReport(BaseModel):
                 text = m["text"] if len(m["text"]) <= 80 else m["text"][:77] + "..."
                 mt.add_row(m["true"], m["predicted"], fmt(m["confidence"]), text)
             parts.append(mt)
+        parts.extend(evidence_renderables(self))
         parts.extend(f"note: {n}" for n in self.notes)
         return Group(*parts)
 
@@ -203,6 +216,24 @@ class ComparisonReport(BaseModel):
         """``{model name: flat metrics}``."""
         return {name: r.metrics for name, r in self.reports.items()}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields_are_not_input(cls, data: Any) -> Any:
+        # A report read back from its JSON carries paired_power, which is computed from the pairs.
+        if isinstance(data, dict) and "paired_power" in data:
+            data = {k: v for k, v in data.items() if k != "paired_power"}
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def paired_power(self) -> list[dict[str, Any]]:
+        """Per pair: the smallest accuracy difference this test set detects with 80% power (McNemar,
+        two-sided alpha 0.05, at the pair's observed share of disagreements) and the size the observed
+        difference needs."""
+        from ftkit.evaluate.evidence import paired_power
+
+        return paired_power(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON-able data."""
         return _json_safe(self.model_dump(mode="json"))
@@ -236,6 +267,10 @@ class ComparisonReport(BaseModel):
             parts.append(p)
         for verdict in self.verdicts:
             parts.append(Text("verdict: " + verdict))
+        if self.paired_power:
+            from ftkit.evaluate.evidence import paired_power_table
+
+            parts.append(paired_power_table(self.paired_power))
         return Group(*parts)
 
     def print(self, console: Console | None = None) -> None:
