@@ -174,4 +174,4 @@ def test_cli_eval_json_and_train_refusal(tmp_path: Path) -> None:
                    'backend = "fake"\n')
     r = subprocess.run([sys.executable, "-c", RUN, "train", str(cfg), "--no-wait"], capture_output=True, text=True,
                        timeout=120, env=env)
-    assert r.returncode == 2 and "the validation file is the train file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "the validation file is the train file" in r.stderr and "Traceback" not in r.stderr
