@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
     ap.add_argument("--test", type=int, default=300, help="test examples (one fixed split per data set)")
     ap.add_argument("--ftkit-options", default="{}", help="JSON: [hf] options for the ftkit recipe (default none)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for every recipe (default: torch's and ftkit's own choice); 1 on a machine "
+                    "shared with other jobs, where two threads per process wait on each other")
     ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/...)")
     args = ap.parse_args(argv)
 
@@ -315,18 +318,23 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown recipe(s) {sorted(unknown)}; choose from {', '.join(RECIPES)}")
     options = json.loads(args.ftkit_options)
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        options.setdefault("threads", args.threads)
     work = Path(tempfile.mkdtemp(prefix="ftkit-sample-efficiency-"))
     os.environ.setdefault("FTKIT_HOME", str(work / "home"))
     cpu = cpu_model_name() or platform.processor()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"sample_efficiency-{stamp}.json"
-    import torch
     import transformers
 
     meta = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "started": stamp, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-            "ftkit_options": options, "note": "wall_s: training only (load, tokenize, train); shared machines "
+            "ftkit_options": options, "threads": torch.get_num_threads(),
+            "note": "wall_s: training only (load, tokenize, train); shared machines "
             "make wall times noisy, ratios within one run still compare"}
     runs: list[dict[str, Any]] = []
     data_meta: dict[str, Any] = {}

@@ -8,7 +8,7 @@
     ftkit.compare({"base": base, "lora": lora, "openai": "openai_preds.jsonl"}, "test.jsonl").print()
 
 Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibration``,
-``significance``, ``report`` (tables and JSON), ``plots`` and ``html``.
+``significance``, ``baseline`` (the bag-of-words floor), ``report`` (tables and JSON), ``plots`` and ``html``.
 """
 
 import sys
@@ -16,12 +16,14 @@ import types
 from typing import Any
 
 from ftkit.evaluate.api import compare, evaluate
+from ftkit.evaluate.baseline import BaselineResult, fit_bow
 from ftkit.evaluate.calibration import Calibrator, cross_fit
 from ftkit.evaluate.predictions import Prediction, Reference, load_predictions, load_reference, write_predictions
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
 from ftkit.evaluate.significance import binomial_p_value, mcnemar_exact
 
 __all__ = [
+    "BaselineResult",
     "Calibrator",
     "ComparisonReport",
     "EvaluationReport",
@@ -31,6 +33,7 @@ __all__ = [
     "compare",
     "cross_fit",
     "evaluate",
+    "fit_bow",
     "load_predictions",
     "load_reference",
     "mcnemar_exact",

@@ -212,6 +212,7 @@ def plan_training(
         lr, sources["learning_rate"] = spec_learning_rate, "spec"
     else:
         lr, sources["learning_rate"] = auto_learning_rate(batch, method), "auto"
+    patience: int | None
     if config_patience is not None:
         patience, sources["early_stopping_patience"] = config_patience, "config"
     else:

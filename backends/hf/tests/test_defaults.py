@@ -103,7 +103,7 @@ def test_the_worker_trains_with_the_plan_and_the_carved_validation(tmp_path, tin
     train = write_rows(tmp_path / "train.jsonl", _rows(80))
     spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=train, labels=["ham", "spam"],
                          hyperparameters=ftkit.Hyperparameters(seed=5))
-    job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu", "batch_tokens": 256})
+    job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu"})
     job.start()
     assert job.wait(timeout=600) is JobStatus.SUCCEEDED
     plan = job.record.manifest["training"]  # merged into the manifest by the poll
@@ -117,7 +117,7 @@ def test_the_worker_trains_with_the_plan_and_the_carved_validation(tmp_path, tin
     spec_json = json.loads((Path(job.workdir) / "spec.json").read_text())
     assert spec_json["training"]["batch_size"] == 4 and spec_json["validation"].endswith("validation.jsonl")
     metrics = job.metrics()
-    # 68 examples in steps of 4 examples: 17 steps an epoch (the 256-token budget never binds on SMS texts
-    # this short, so steps are set by the batch size, not by the token budget).
+    # 68 examples in steps of 4 examples: 17 steps an epoch (the 4,096-token budget does not bind on SMS
+    # texts: steps are set by the batch size, not by the token budget).
     assert metrics[-1]["total_steps"] == 17 * plan["epochs"]
     assert any(m.get("valid_loss") is not None for m in metrics)
