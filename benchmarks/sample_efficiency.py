@@ -88,12 +88,13 @@ def score(predictor: Any, test: Path, labels: list[str]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------- recipes
 
 
-def run_ftkit(train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any]) -> dict[str, Any]:
+def run_ftkit(train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
+              hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
     import ftkit
 
     t0 = time.perf_counter()
     spec = ftkit.JobSpec(task="classification", model="smollm2-135m", train=train, labels=labels,
-                         hyperparameters=ftkit.Hyperparameters(seed=seed))
+                         hyperparameters=ftkit.Hyperparameters(seed=seed, **(hyperparameters or {})))
     job = ftkit.FineTuneJob.create(spec, backend="hf", options=options)
     job.start()
     status = job.wait()
@@ -225,10 +226,10 @@ def run_tfidf(train: Path, test: Path, labels: list[str], seed: int) -> dict[str
 
 
 def run_recipe(recipe: str, train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
-               work: Path) -> dict[str, Any]:
+               hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
     """One training run of one recipe, scored on the test file."""
     if recipe == "ftkit":
-        return run_ftkit(train, test, labels, seed, options)
+        return run_ftkit(train, test, labels, seed, options, hyperparameters)
     if recipe == "peft_plain":
         return run_peft_plain(train, test, labels, seed, work)
     if recipe == "hf_trainer":
@@ -289,6 +290,34 @@ def table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ftkit_label(options: dict[str, Any], hyperparameters: dict[str, Any]) -> str:
+    """``ftkit`` for the defaults; ``ftkit[head=sequence_classification]`` when a run overrides them."""
+    changed = {k: v for k, v in {**options, **hyperparameters}.items() if k != "threads"}
+    return "ftkit" + (f"[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]" if changed else "")
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One result file from several: every run, the summary and verdicts recomputed, each part's meta kept.
+
+    A part whose ftkit runs overrode the defaults (its meta says so) has them labelled as such.
+    """
+    from ftkit.atomic import atomic_write_text
+
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    runs: list[dict[str, Any]] = []
+    for part in parts:
+        label = ftkit_label(part["meta"].get("ftkit_options", {}), part["meta"].get("ftkit_hyperparameters", {}))
+        runs.extend(r | {"recipe": label} if r["recipe"] == "ftkit" else r for r in part["runs"])
+    datasets = {k: v for part in parts for k, v in part["datasets"].items()}
+    summary = summarize(runs)
+    meta = {"merged_from": [{"file": p.name, **part["meta"]} for p, part in zip(paths, parts, strict=True)]}
+    atomic_write_text(out, json.dumps({"meta": meta, "datasets": datasets, "summary": summary,
+                                       "verdicts": verdicts(summary), "runs": runs}, indent=1) + "\n")
+    print(table(summary))
+    print(f"results: {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 
@@ -300,11 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
     ap.add_argument("--test", type=int, default=300, help="test examples (one fixed split per data set)")
     ap.add_argument("--ftkit-options", default="{}", help="JSON: [hf] options for the ftkit recipe (default none)")
+    ap.add_argument("--ftkit-hyperparameters", default="{}",
+                    help="JSON: hyperparameters for the ftkit recipe, e.g. {\"learning_rate\": 1e-3} (default none)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for every recipe (default: torch's and ftkit's own choice); 1 on a machine "
                     "shared with other jobs, where two threads per process wait on each other")
     ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/...)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="combine the runs of result files written by parallel invocations into --out, and stop")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out or RESULTS / "sample_efficiency.json")
 
     from ftkit_hf.engine.device import cpu_model_name
 
@@ -318,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown recipe(s) {sorted(unknown)}; choose from {', '.join(RECIPES)}")
     options = json.loads(args.ftkit_options)
+    hyperparameters = json.loads(args.ftkit_hyperparameters)
     import torch
 
     if args.threads is not None:
@@ -333,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "started": stamp, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-            "ftkit_options": options, "threads": torch.get_num_threads(),
+            "ftkit_options": options, "ftkit_hyperparameters": hyperparameters, "threads": torch.get_num_threads(),
             "note": "wall_s: training only (load, tokenize, train); shared machines "
             "make wall times noisy, ratios within one run still compare"}
     runs: list[dict[str, Any]] = []
@@ -354,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 train = splits["train"][(size, seed)]
                 for recipe in recipes:
-                    row: dict[str, Any] = {"dataset": name, "size": size, "seed": seed, "recipe": recipe}
+                    shown = ftkit_label(options, hyperparameters) if recipe == "ftkit" else recipe
+                    row: dict[str, Any] = {"dataset": name, "size": size, "seed": seed, "recipe": shown}
                     try:
-                        row |= run_recipe(recipe, train, splits["test"], labels, seed, options, work)
+                        row |= run_recipe(recipe, train, splits["test"], labels, seed, options, hyperparameters, work)
                     except Exception as e:  # one failed run is recorded, the grid goes on
                         row["error"] = f"{type(e).__name__}: {e}"[:500]
                     runs.append(row)

@@ -121,3 +121,15 @@ def test_the_worker_trains_with_the_plan_and_the_carved_validation(tmp_path, tin
     # texts: steps are set by the batch size, not by the token budget).
     assert metrics[-1]["total_steps"] == 17 * plan["epochs"]
     assert any(m.get("valid_loss") is not None for m in metrics)
+
+
+def test_split_lines_copies_lines_as_they_are(tmp_path):
+    from ftkit_hf.backend import split_lines
+
+    src = tmp_path / "in.jsonl"
+    text = '\ufeff{"text": "é", "label": "a"}\n\n{"text":"x","label":"b"}\n{"text": "y", "label": "a"}'
+    src.write_bytes(text.encode())
+    train, valid = split_lines(src, {3}, tmp_path / "t.jsonl", tmp_path / "v.jsonl")
+    assert valid.read_text(encoding="utf-8") == '{"text":"x","label":"b"}\n'
+    # The BOM is dropped, the blank line stays with training, a last line without newline gets one.
+    assert train.read_text(encoding="utf-8") == '{"text": "é", "label": "a"}\n\n{"text": "y", "label": "a"}\n'
