@@ -99,6 +99,10 @@ def run_ftkit(train: Path, test: Path, labels: list[str], seed: int, options: di
     job = ftkit.FineTuneJob.create(spec, backend="hf", options=options)
     job.start()
     status = job.wait()
+    pid = job.record.state.get("pid")
+    if pid:  # reap the worker, so that its CPU time counts in RUSAGE_CHILDREN (cpu_s)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(pid), 0)
     wall = time.perf_counter() - t0
     if status is not ftkit.JobStatus.SUCCEEDED:
         raise RuntimeError(f"ftkit job {job.id} ended {status.value}: {job.record.error}")
@@ -279,10 +283,12 @@ def verdicts(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells = sorted({(r["dataset"], r["size"]) for r in summary})
     for ds, size in cells:
         rows = {r["recipe"]: r for r in summary if r["dataset"] == ds and r["size"] == size}
-        if "ftkit" not in rows or len(rows) < 2:
+        if "ftkit" not in rows:
             continue
         f = rows["ftkit"]
-        peers = [r for name, r in rows.items() if name != "ftkit"]
+        peers = [r for name, r in rows.items() if not name.startswith("ftkit")]  # variants are not peers
+        if not peers:
+            continue
         best = max(peers, key=lambda r: r["accuracy"])
         se = math.hypot(f["accuracy_se"] or 0.0, best["accuracy_se"] or 0.0)
         best_model = max((r for r in peers if r["recipe"] != "tfidf"), key=lambda r: r["accuracy"], default=None)
