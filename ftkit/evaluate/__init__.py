@@ -8,8 +8,8 @@
     ftkit.compare({"base": base, "lora": lora, "openai": "openai_preds.jsonl"}, "test.jsonl").print()
 
 Modules: ``predictions`` (reading and aligning files), ``metrics``, ``calibration``,
-``significance`` (McNemar), ``paired`` (non-inferiority and equivalence), ``report`` (tables and JSON),
-``plots`` and ``html``.
+``significance`` (McNemar), ``paired`` (non-inferiority and equivalence), ``baseline`` (the bag-of-words
+floor), ``report`` (tables and JSON), ``plots`` and ``html``.
 """
 
 import sys
@@ -17,6 +17,7 @@ import types
 from typing import Any
 
 from ftkit.evaluate.api import compare, evaluate
+from ftkit.evaluate.baseline import BaselineResult, fit_bow
 from ftkit.evaluate.calibration import Calibrator, cross_fit
 from ftkit.evaluate.paired import PairedTest, equivalence, noninferiority, noninferiority_sample_size
 from ftkit.evaluate.predictions import Prediction, Reference, load_predictions, load_reference, write_predictions
@@ -24,6 +25,7 @@ from ftkit.evaluate.report import ComparisonReport, EvaluationReport
 from ftkit.evaluate.significance import binomial_p_value, mcnemar_exact
 
 __all__ = [
+    "BaselineResult",
     "Calibrator",
     "ComparisonReport",
     "EvaluationReport",
@@ -35,6 +37,7 @@ __all__ = [
     "cross_fit",
     "equivalence",
     "evaluate",
+    "fit_bow",
     "load_predictions",
     "load_reference",
     "mcnemar_exact",

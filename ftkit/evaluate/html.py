@@ -91,8 +91,26 @@ def _cost_uri(reports: dict[str, EvaluationReport]) -> str | None:
     return plots.cost_bars(costs)
 
 
+def _baseline_section(r: EvaluationReport) -> list[str]:
+    if not r.baseline:
+        return []
+    b = r.baseline
+    verdict = "beats" if b["beaten"] else "does <b>not</b> beat"
+    return [
+        f"<h3>Against a bag-of-words baseline</h3><p>The model {verdict} TF-IDF + logistic regression fitted on "
+        f"the same {b['train_examples']} training examples.</p>"
+        + _table(
+            ["", "accuracy", "macro-F1", "ECE"],
+            [
+                [r.name, fmt(r.metrics.get("accuracy")), fmt(r.metrics.get("macro_f1")), fmt(r.metrics.get("ece"))],
+                [f"TF-IDF + logistic regression (C={b['c']:g})", fmt(b["accuracy"]), fmt(b["macro_f1"]), fmt(b["ece"])],
+            ],
+        )
+    ]
+
+
 def _model_section(r: EvaluationReport) -> list[str]:
-    out: list[str] = []
+    out: list[str] = _baseline_section(r)
     if r.per_class:
         out.append(
             "<h3>Per class</h3>"

@@ -28,6 +28,8 @@ _SHOWN: list[tuple[str, str]] = [
     ("p_value_vs_majority", "{:.3g}"),
     ("unparseable_rate", "{:.4f}"),
     ("spearman", "{:.4f}"),
+    ("baseline_accuracy", "{:.4f}"),
+    ("baseline_macro_f1", "{:.4f}"),
     ("calibrated_log_loss", "{:.4f}"),
     ("calibrated_brier", "{:.4f}"),
     ("calibrated_ece", "{:.4f}"),
@@ -86,6 +88,9 @@ class EvaluationReport(BaseModel):
             placebo, when the job has a placebo twin (:meth:`ftkit.FineTuneJob.placebo`).
         power: the smallest gain over the majority rate this test set detects, and the size the
             observed gain needs (:mod:`ftkit.evaluate.power`).
+        baseline: the bag-of-words baseline fitted on the training data (see
+            :class:`ftkit.evaluate.baseline.BaselineResult`): its accuracy, macro-F1, ECE, whether the
+            model beats it and McNemar's p-value; None when no training data was given.
         notes: caveats worth reading (no probabilities, majority rate from the test set...).
     """
 
@@ -110,6 +115,7 @@ class EvaluationReport(BaseModel):
     job: dict[str, Any] | None = None
     placebo: dict[str, Any] | None = None
     power: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
     # Arrays behind the numbers (not serialised): plots and McNemar's test need them.
@@ -165,6 +171,19 @@ class EvaluationReport(BaseModel):
                     value += f"  [{fmt(lo)}, {fmt(hi)}]"
                 t.add_row(key, value)
         parts: list[Any] = [*leakage_renderables(self), t]
+        if self.baseline:
+            b = self.baseline
+            bt = Table("", "accuracy", "macro-F1", "ECE", title="against a bag-of-words baseline (same training data)")
+            bt.add_row(
+                self.name,
+                fmt(self.metrics.get("accuracy")),
+                fmt(self.metrics.get("macro_f1")),
+                fmt(self.metrics.get("ece")),
+            )
+            bt.add_row(
+                f"TF-IDF + logistic regression (C={b['c']:g})", fmt(b["accuracy"]), fmt(b["macro_f1"]), fmt(b["ece"])
+            )
+            parts.append(bt)
         if self.per_class:
             pc = Table("label", "precision", "recall", "f1", "support", title="per class")
             for row in self.per_class:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from ftkit.paths import cache_dir
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
+from ftkit_hf.defaults import TrainingPlan, ValidationCarve, carve_validation, plan_training, validation_size
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
 from ftkit_hf.memory_plan import memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
@@ -135,18 +137,50 @@ class HFBackend(Backend):
             labels = infer_labels(spec.train)
         tok = AutoTokenizer.from_pretrained(str(model.path))
         tokens = {}
+        lengths: list[int] = []
+        train_dropped: set[int] = set()
         for field in ("train", "validation"):
             path = getattr(spec, field)
             if path is None:
                 continue
             if head == "sequence_classification":
                 assert labels is not None
-                tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)[1]
+                rows, tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)
+                field_lengths = [len(r["input_ids"]) for r in rows]
+                dropped: list[int] = []
             else:
-                tokens[field] = prepare_file(path, task=spec.task, tokenizer=tok, labels=labels,
-                                             preamble=spec.preamble, max_length=max_length,
-                                             overlength=config.overlength, context=context).tokens
-        return {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens}
+                prepared = prepare_file(path, task=spec.task, tokenizer=tok, labels=labels, preamble=spec.preamble,
+                                        max_length=max_length, overlength=config.overlength, context=context)
+                tokens[field] = prepared.tokens
+                field_lengths = [len(ex.input_ids) for ex in prepared.examples]
+                dropped = prepared.dropped
+            if field == "train":
+                lengths, train_dropped = field_lengths, set(dropped)
+        prep = {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens}
+        prep["plan"] = self._plan(spec, config, lengths, train_dropped)
+        return prep
+
+    def _plan(self, spec: JobSpec, config: HFConfig, lengths: list[int], dropped: set[int]) -> TrainingPlan:
+        """The training settings the spec and options leave open, chosen from the data (ftkit_hf.defaults)."""
+        from ftkit_hf.examples import read_jsonl
+
+        rows = [(n, obj) for n, obj in read_jsonl(spec.train) if n not in dropped]  # aligned with `lengths`
+        carve = None
+        size = validation_size(len(rows)) if spec.validation is None and config.carve_validation else 0
+        if size:
+            labels = [str(obj.get("label")) for _, obj in rows] if spec.task == "classification" else None
+            lines = carve_validation([n for n, _ in rows], labels, size, spec.hyperparameters.seed)
+            carved = set(lines)
+            counts = Counter(str(obj.get("label")) for n, obj in rows if n in carved) if labels else Counter()
+            carve = ValidationCarve(seed=spec.hyperparameters.seed, stratified=labels is not None, lines=lines,
+                                    train_examples=len(rows) - len(lines), label_counts=dict(sorted(counts.items())))
+            lengths = [length for (n, _), length in zip(rows, lengths, strict=True) if n not in carved]
+        hp = spec.hyperparameters
+        return plan_training(lengths=lengths, method=config.method, spec_epochs=hp.epochs,
+                             spec_learning_rate=hp.learning_rate, spec_batch_size=hp.batch_size,
+                             config_batch_size=config.max_batch_examples,
+                             config_patience=config.early_stopping_patience,
+                             has_validation=spec.validation is not None or carve is not None, validation=carve)
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
@@ -158,8 +192,11 @@ class HFBackend(Backend):
 
         processes = _processes(config)
         plan = plan_device(config.device, config.precision, config.threads, processes=processes)
-        epochs = ctx.spec.hyperparameters.epochs or 1
-        tokens = prep["tokens"].get("train", 0) * epochs
+        training: TrainingPlan = prep["plan"]
+        epochs = training.epochs
+        tokens = round(training.mean_tokens * training.examples) * epochs
+        # Printed by `ftkit create` with the other assumptions, and kept in the manifest (merged at the next poll).
+        ctx.state["manifest"] = {"training": training.model_dump(mode="json")}
         tps, source = self._speed(prep["model"], config, plan, processes)
         hours = tokens / tps / 3600
         watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
@@ -167,7 +204,9 @@ class HFBackend(Backend):
         return CostEstimate(
             usd=usd, hours=hours, billed_tokens=tokens,
             assumptions=[
-                f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}, "
+                training.describe(),
+                f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}"
+                f"{', fewer if early stopping ends it' if training.early_stopping_patience else ''}, "
                 f"{prep['model'].name} tokenizer)",
                 f"{tps:,.0f} tokens/s on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''} "
                 f"({source})",
@@ -217,6 +256,7 @@ class HFBackend(Backend):
         prep = self._prepare(ctx.spec, config)
         files = JobFiles(ctx.workdir)
         files.data.mkdir(parents=True, exist_ok=True)
+        plan: TrainingPlan = prep["plan"]
         data = {}
         for field in ("train", "validation"):
             src = getattr(ctx.spec, field)
@@ -224,6 +264,12 @@ class HFBackend(Backend):
                 dst = files.data / f"{field}.jsonl"
                 shutil.copyfile(src, dst)  # the user's file is only read; the worker reads this copy
                 data[field] = str(dst.resolve())
+        if plan.validation is not None:
+            # The carved lines move from the copy of the training file to a validation file of their own.
+            data["train"], data["validation"] = (str(p.resolve()) for p in split_lines(
+                ctx.spec.train, set(plan.validation.lines), files.data / "train.jsonl",
+                files.data / "validation.jsonl"))
+        ctx.state["manifest"] = {"training": plan.model_dump(mode="json")}
         spec = {
             "job_id": ctx.id,
             "task": ctx.spec.task,
@@ -237,6 +283,7 @@ class HFBackend(Backend):
             "train": data["train"],
             "validation": data.get("validation"),
             "hyperparameters": ctx.spec.hyperparameters.model_dump(),
+            "training": plan.model_dump(mode="json"),
             "config": config.model_dump(),
         }
         atomic_write_text(files.spec, json.dumps(spec, indent=1))
@@ -414,6 +461,22 @@ class HFBackend(Backend):
         if resolved.kind == "encoder":
             raise ConfigError("an encoder has no trained classification head to serve zero-shot; use a causal model")
         return HFPredictor.load(resolved.path, kind="causal", device=cfg.device, precision=cfg.precision)
+
+
+def split_lines(src: Path, carved: set[int], train: Path, validation: Path) -> tuple[Path, Path]:
+    """Write the lines of ``src`` numbered in ``carved`` (1-based) to ``validation``, the others to ``train``.
+
+    Lines are copied as they are (no re-serialisation), atomically; blank lines stay with the training copy.
+    """
+    kept: list[str] = []
+    held: list[str] = []
+    with Path(src).open(encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            text = line if line.endswith("\n") else line + "\n"
+            (held if n in carved else kept).append(text)
+    atomic_write_text(train, "".join(kept))
+    atomic_write_text(validation, "".join(held))
+    return train, validation
 
 
 def _stored_bf16(path: Path) -> bool:

@@ -45,8 +45,14 @@ class HFConfig(BackendConfig):
     overlength: Literal["error", "drop"] = Field(
         default="error", description="What to do with an example longer than max_length."
     )
-    batch_tokens: int = Field(default=4096, ge=64, description="Real-token budget of one optimizer step.")
-    max_batch_examples: int = Field(default=64, ge=1, description="At most this many examples per step.")
+    batch_tokens: int = Field(
+        default=4096, ge=64,
+        description="Real-token budget of one optimizer step (a cap for long examples; packing removes padding).",
+    )
+    max_batch_examples: int | None = Field(
+        default=None, ge=1,
+        description="At most this many examples per step; None: chosen from the data (about n/32, 4 to 64).",
+    )
     pass_tokens: int | None = Field(
         default=None,
         ge=64,
@@ -61,7 +67,14 @@ class HFConfig(BackendConfig):
         default=None, ge=1, description="Checkpoint every N steps; None: once per epoch."
     )
     early_stopping_patience: int | None = Field(
-        default=None, ge=1, description="Stop after this many evaluations without a better validation loss."
+        default=None, ge=1,
+        description="Stop after this many evaluations without a better validation loss (best weights kept); "
+        "None: 1 when there is validation data and more than one epoch.",
+    )
+    carve_validation: bool = Field(
+        default=True,
+        description="Without a validation file, set ~10% of the training examples aside (seeded, stratified by "
+        "label, at least 12, at most 200; none below 60 examples) for early stopping; the lines are recorded.",
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads; None: one per physical core.")
     merge_adapter: bool = Field(

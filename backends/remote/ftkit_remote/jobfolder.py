@@ -50,6 +50,13 @@ def stage_job_folder(ctx: JobContext, hf_options: dict[str, Any], custom_worker:
         config = HFConfig.model_validate(hf_options)
         prep = HFBackend()._prepare(ctx.spec, config)
         model_dir = Path(prep["model"].path)
+        plan = prep["plan"]  # the settings chosen from the data, as ftkit-hf's submit() uses them
+        if plan.validation is not None:
+            from ftkit_hf.backend import split_lines
+
+            split_lines(ctx.spec.train, set(plan.validation.lines), stage / "data" / "train.jsonl",
+                        stage / "data" / "validation.jsonl")
+            data["validation"] = "data/validation.jsonl"
         # The same fields ftkit-hf's submit() writes, with paths relative to the job folder.
         spec = {
             "job_id": ctx.id,
@@ -64,6 +71,7 @@ def stage_job_folder(ctx: JobContext, hf_options: dict[str, Any], custom_worker:
             "train": data["train"],
             "validation": data["validation"],
             "hyperparameters": ctx.spec.hyperparameters.model_dump(),
+            "training": plan.model_dump(mode="json"),
             "config": config.model_dump(),
         }
     atomic_write_text(stage / "spec.json", json.dumps(spec, indent=1))
