@@ -1,14 +1,15 @@
 """Run in a fresh process by test_memory_plan.py: train a random Llama on CPU, print the measured and predicted peak.
 
-The process's high-water mark of resident memory (``ru_maxrss``, kept by the kernel, so no sampling gap) minus
+The process's high-water mark of resident memory (``VmHWM``, kept by the kernel, so no sampling gap) minus
 its resident memory just before the model is built is the training run's own peak: weights, LoRA and AdamW
-state, activations, the LM head's buffers. Usage: ``python memory_peak.py PRECISION PASS_TOKENS``.
+state, activations, the LM head's buffers. Not ``ru_maxrss``: Linux carries that across fork and exec, so a
+child of a large process (a test run that has loaded a model) reports its parent's size.
+Usage: ``python memory_peak.py PRECISION PASS_TOKENS``.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,14 @@ SHAPE: dict[str, Any] = dict(vocab_size=8192, hidden_size=256, intermediate_size
                              max_position_embeddings=4096)
 
 
+def _high_water_mark() -> int:
+    """This process's own peak resident memory in bytes (``VmHWM`` belongs to its address space, not inherited)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def main(precision: str, pass_tokens: int) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -44,7 +53,7 @@ def main(precision: str, pass_tokens: int) -> None:
                               max_batch_examples=4, max_steps=2, threads=1)
     with tempfile.TemporaryDirectory() as ckpt:
         train(model, examples, None, settings, checkpoint_dir=Path(ckpt), on_event=lambda e: None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _high_water_mark()
     plan = plan_memory(ModelShape.from_config(cfg), device="cpu", precision=precision,  # type: ignore[arg-type]
                        pass_tokens=pass_tokens, target_fraction=0.5)
     print(json.dumps({"measured_bytes": peak - before, "plan": plan.model_dump()}))
