@@ -148,7 +148,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _rows(n: int, seed: int) -> list[dict[str, str]]:
     rng = random.Random(seed)
-    return [{"text": rng.choice(SPAM if k % 2 else HAM), "label": "spam" if k % 2 else "ham"} for k in range(n)]
+    # Numbered so that training and validation rows never repeat each other (create refuses such leakage).
+    return [{"text": f"{rng.choice(SPAM if k % 2 else HAM)} (#{seed}-{k})", "label": "spam" if k % 2 else "ham"}
+            for k in range(n)]
 
 
 def test_a_job_trains_on_the_device_scores_like_the_cpu_and_merges(device: str, tiny_model_dir: Path,
@@ -160,9 +162,9 @@ def test_a_job_trains_on_the_device_scores_like_the_cpu_and_merges(device: str, 
 
     monkeypatch.setenv("FTKIT_HOME", str(tmp_path / "home"))
     files = {}
-    for name, n in (("train", 32), ("valid", 8)):
+    for seed, (name, n) in enumerate((("train", 32), ("valid", 8))):
         files[name] = tmp_path / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed=len(name))))
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed=seed)))
     spec = ftkit.JobSpec(task="classification", model=str(tiny_model_dir), train=files["train"],
                          validation=files["valid"], labels=["ham", "spam"],
                          hyperparameters=ftkit.Hyperparameters(epochs=1, learning_rate=1e-3))
