@@ -1,5 +1,6 @@
-"""The whole migration offline: an emulated OpenAI fine-tune is recorded, retrained locally, compared; the run
-is killed mid-way and resumed without retraining; after the hosted model is shut down, compare still works.
+"""The whole migration offline: an emulated OpenAI fine-tune is recorded, retrained locally on the real
+SmolLM2-135M-Instruct (a few LoRA steps), compared; the run is killed mid-way and resumed without retraining;
+after the hosted model is shut down, compare still works.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
     raise AssertionError(f"no {what} within {timeout} s")
 
 
-def test_migrate_end_to_end(spam_files, tiny_llama_dir, ftkit_home, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_migrate_end_to_end(spam_files, smollm2_dir, ftkit_home, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     openai = pytest.importorskip("openai")
     from ftkit_openai.emulator import EmulatorServer, EmulatorSettings
 
@@ -56,7 +57,7 @@ def test_migrate_end_to_end(spam_files, tiny_llama_dir, ftkit_home, tmp_path, mo
         ft_model = client.fine_tuning.jobs.retrieve(hosted.id).fine_tuned_model
 
         # First run in another process, killed once the local training has started.
-        args = ["migrate", hosted.id, "--test", str(test), "--backend", "hf", "--model", str(tiny_llama_dir),
+        args = ["migrate", hosted.id, "--test", str(test), "--backend", "hf", "--model", str(smollm2_dir),
                 "-o", "device=cpu", "-o", "max_steps=6", "-o", "batch_tokens=256", "--yes"]
         proc = subprocess.Popen([sys.executable, "-c", "from ftkit.cli import main; main()", *args],
                                 env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,7 +78,7 @@ def test_migrate_end_to_end(spam_files, tiny_llama_dir, ftkit_home, tmp_path, mo
         assert chats == 16  # the hosted model answered every test example once
 
         # Run again in this process: it follows the same training job and records nothing twice.
-        result = Migration(hosted.id, test, "hf", str(tiny_llama_dir),
+        result = Migration(hosted.id, test, "hf", str(smollm2_dir),
                            options={"device": "cpu", "max_steps": 6, "batch_tokens": 256}).run(poll_interval=0.2)
         assert result.finished
         assert result.state.retrain_job == state["retrain_job"]
