@@ -26,7 +26,7 @@ from ftkit_hf.jobfiles import TERMINAL, JobFiles
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.worker import cancel_file, throughput_key
 
-__all__ = ["HFBackend", "HFConfig"]
+__all__ = ["HFBackend", "HFConfig", "check_preference"]
 
 _STATUS = {
     "starting": JobStatus.QUEUED,
@@ -46,7 +46,7 @@ class HFBackend(Backend):
     name: ClassVar[str] = "hf"
     config_model: ClassVar[type[BackendConfig]] = HFConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({"chat", "classification", "completion"}),
+        tasks=frozenset({"chat", "classification", "completion", "preference"}),
         supports_resume_from_checkpoint=True,
         supports_classification_head=True,
         needs_network=False,
@@ -107,7 +107,7 @@ class HFBackend(Backend):
         """
         assert isinstance(config, HFConfig)
         if spec.task == "preference":
-            raise ConfigError("[hf] preference (DPO) training is not supported by the hf backend")
+            check_preference(config, "[hf]")
         processes = _processes(config)
         if config.method == "qlora":
             from ftkit_hf.quant import qlora_unavailable_reason
@@ -137,7 +137,12 @@ class HFBackend(Backend):
             path = getattr(spec, field)
             if path is None:
                 continue
-            if head == "sequence_classification":
+            if spec.task == "preference":
+                from ftkit_hf.preference_data import prepare_preference_file
+
+                tokens[field] = prepare_preference_file(path, tokenizer=tok, max_length=max_length,
+                                                        overlength=config.overlength, context=context).tokens
+            elif head == "sequence_classification":
                 assert labels is not None
                 tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)[1]
             else:
@@ -388,6 +393,19 @@ class HFBackend(Backend):
         if resolved.kind == "encoder":
             raise ConfigError("an encoder has no trained classification head to serve zero-shot; use a causal model")
         return HFPredictor.load(resolved.path, kind="causal", device=cfg.device, precision=cfg.precision)
+
+
+def check_preference(config: HFConfig, where: str) -> None:
+    """Refuse the options preference (DPO) training cannot run with (shared with the remote backend).
+
+    Raises:
+        ConfigError: full fine-tuning (the reference is the base with the adapter disabled), or several processes.
+    """
+    if config.method == "full":
+        raise ConfigError(f"{where} preference (DPO) training needs method='lora' or 'qlora': the reference is "
+                          "the base model with the adapter disabled")
+    if _processes(config) > 1:
+        raise ConfigError(f"{where} preference (DPO) training runs in one process: set num_processes=1")
 
 
 def _stored_bf16(path: Path) -> bool:

@@ -17,6 +17,7 @@ class HFConfig(BackendConfig):
         "lora_dropout": "0 turns dropout off (the default, and the fastest)",
         "warmup_ratio": "0 starts at the full learning rate",
         "weight_decay": "0 turns weight decay off",
+        "dpo_label_smoothing": "0 is plain DPO (no assumed label noise)",
     }
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -63,6 +64,18 @@ class HFConfig(BackendConfig):
         default=None, ge=1, description="Stop after this many evaluations without a better validation loss."
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads; None: one per physical core.")
+    dpo_beta: float = Field(
+        default=0.1, gt=0, description="task='preference': DPO beta, how far the tuned model may move from the base "
+        "(higher: less far). OpenAI's DPO beta means the same."
+    )
+    dpo_loss: Literal["sigmoid", "ipo", "robust"] = Field(
+        default="sigmoid", description="task='preference': sigmoid (DPO, cDPO with label smoothing), ipo, or "
+        "robust (rDPO); the formulas of TRL's DPOTrainer."
+    )
+    dpo_label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="task='preference': assumed fraction of flipped preference labels "
+        "(sigmoid and robust losses)."
+    )
     merge_adapter: bool = Field(
         default=False, description="Also save the base model with the adapter merged in, under model/merged/."
     )
