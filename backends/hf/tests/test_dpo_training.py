@@ -118,6 +118,33 @@ def test_preference_job_end_to_end(tmp_path: Path, tiny_llama_dir, ftkit_home, w
     meta = json.loads((job.workdir / "model" / "ftkit-hf.json").read_text())
     assert meta["task"] == "preference"
     assert job.model().generate([[{"role": "user", "content": "Is 4 even?"}]], max_new_tokens=3)
+    # Evaluation on a preference file: the job's base model is the reference by default.
+    report = ftkit.evaluate(job, valid)
+    assert report.task == "preference" and len(report.reward_margins) == 4
+    assert 0 <= report.metrics["preference_accuracy"] <= 1 and "reward_margin_mean" in report.metrics
+    assert report.training_curve
+
+
+def test_predictor_answer_logprobs_are_the_answer_tokens_log_probability(tmp_path, tiny_llama_dir, write_rows):
+    from ftkit_hf.predictor import HFPredictor
+    from ftkit_hf.tokenize import encode_chat
+
+    pred = HFPredictor.load(tiny_llama_dir, device="cpu", precision="fp32")
+    convs = [[{"role": "user", "content": f"Is {i} even?"}, {"role": "assistant", "content": "Yes." * (i + 1)}]
+             for i in range(3)]
+    got = pred.answer_logprobs(convs)
+    for conv, value in zip(convs, got, strict=True):
+        ex = encode_chat(pred.tokenizer, conv)
+        with torch.no_grad():
+            logits = pred.model(input_ids=torch.tensor([ex.input_ids])).logits[0, :-1].float()
+        targets = torch.tensor(ex.labels[1:])
+        mask = targets != IGNORE_INDEX
+        expected = logits.log_softmax(-1)[mask].gather(1, targets[mask][:, None]).sum().item()
+        assert value == pytest.approx(expected, rel=1e-5)
+    # The model against itself as the reference: every margin is 0, so no pair counts as preferred.
+    data = write_rows(tmp_path / "pref.jsonl", _rows(3))
+    report = ftkit.evaluate(pred, data, reference=pred)
+    assert report.reward_margins == [0.0, 0.0, 0.0] and report.metrics["preference_accuracy"] == 0.0
 
 
 def test_preference_refused_with_full_fine_tuning(tmp_path, tiny_llama_dir, write_rows):

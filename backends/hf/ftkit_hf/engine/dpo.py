@@ -24,6 +24,7 @@ These are TRL's ``DPOTrainer`` formulas (trl 1.16), which ``tests/test_dpo.py`` 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -259,28 +260,26 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, counts: torch.Tensor
 
 
 @torch.no_grad()
-def reference_logps(model: torch.nn.Module, seq_logps: SequenceLogProbs, pairs: Sequence[PreferencePair],
-                    batch_tokens: int, device: str | torch.device, pad_id: int = 0,
-                    step: Any = None) -> torch.Tensor:
-    """Summed completion log-probabilities of every sequence under the reference, ``[2 × len(pairs)]``.
-
-    The reference is ``model`` with its LoRA adapter disabled (the base weights, no second copy). Each pair is
-    computed once; the result is what the training steps index into.
+def pair_logps(model: torch.nn.Module, seq_logps: SequenceLogProbs, pairs: Sequence[PreferencePair],
+               batch_tokens: int, device: str | torch.device, pad_id: int = 0, step: Any = None,
+               reference: bool = False) -> torch.Tensor:
+    """Summed completion log-probabilities of every sequence, ``[2 × len(pairs)]`` (chosen₀, rejected₀, ...).
 
     Args:
-        model: a ``peft.PeftModel``.
+        model: the model (a ``peft.PeftModel`` when ``reference``).
         seq_logps: the route (run inside its loss computer's context).
         pairs: the pairs, in the order of the result.
         batch_tokens: token budget per forward pass.
         device: where the batches go.
         pad_id: padding id for the padded layout.
         step: optional context factory (e.g. autocast) entered around each forward pass.
+        reference: score with the LoRA adapter disabled (the base weights: DPO's reference, no second copy).
 
     Raises:
-        ConfigError: the model has no adapter to disable.
+        ConfigError: ``reference`` and the model has no adapter to disable.
     """
     disable = getattr(model, "disable_adapter", None)
-    if not callable(disable):
+    if reference and not callable(disable):
         raise ConfigError("preference training needs a LoRA adapter: the reference is the base model with the "
                           "adapter disabled (method='full' is not supported)")
     out = torch.empty(2 * len(pairs), dtype=torch.float32)
@@ -290,7 +289,11 @@ def reference_logps(model: torch.nn.Module, seq_logps: SequenceLogProbs, pairs: 
         lengths = [p.tokens for p in pairs]
         for idx in plan_epoch(lengths, batch_tokens, 1 << 30, 0, 0, sort_by_length=not seq_logps.loss_fn.packed):
             batch = collate_pairs([pairs[i] for i in idx], seq_logps.loss_fn.packed, pad_id).to(device)
-            with disable(), (step() if step is not None else _null()):
+            with contextlib.ExitStack() as stack:
+                if reference:
+                    stack.enter_context(disable())  # type: ignore[misc]
+                if step is not None:
+                    stack.enter_context(step())
                 sums, _ = seq_logps(batch)
             rows = torch.tensor([2 * i + k for i in idx for k in (0, 1)])
             out[rows] = sums.float().cpu()
@@ -299,7 +302,8 @@ def reference_logps(model: torch.nn.Module, seq_logps: SequenceLogProbs, pairs: 
     return out
 
 
-def _null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
+def reference_logps(model: torch.nn.Module, seq_logps: SequenceLogProbs, pairs: Sequence[PreferencePair],
+                    batch_tokens: int, device: str | torch.device, pad_id: int = 0,
+                    step: Any = None) -> torch.Tensor:
+    """:func:`pair_logps` under the reference (the adapter disabled): computed once per pair before training."""
+    return pair_logps(model, seq_logps, pairs, batch_tokens, device, pad_id, step, reference=True)
