@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from statsmodels.stats.proportion import proportion_confint
+
+from ftkit.evaluate.preference import wilson
 
 PROMPT = "Is the following SMS message spam? Answer in one sentence.\n\nSMS: {text}"
 ANSWERS = {"spam": "This message is spam.", "ham": "This message is not spam."}
@@ -47,10 +48,9 @@ def preference_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return out
 
 
-def _rate(hits: torch.Tensor) -> dict[str, float]:
-    k, n = int(hits.sum()), hits.numel()
-    low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
-    return {"rate": k / n, "ci95": [round(float(low), 4), round(float(high), 4)], "n": n}
+def _rate(hits: torch.Tensor) -> dict[str, Any]:
+    low, high = wilson(hits.numpy())
+    return {"rate": float(hits.float().mean()), "ci95": [round(low, 4), round(high, 4)], "n": hits.numel()}
 
 
 def main() -> None:

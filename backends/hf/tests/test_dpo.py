@@ -95,6 +95,7 @@ def _pairs_from_trl(batch) -> list[PreferencePair]:
     return [PreferencePair(seqs[i], seqs[half + i]) for i in range(half)]
 
 
+@pytest.mark.slow  # builds a TRL trainer (dataset preparation, accelerate)
 @pytest.mark.parametrize(("loss_type", "smoothing"), [("sigmoid", 0.0), ("ipo", 0.0), ("robust", 0.1)])
 def test_loss_and_lora_gradients_match_trl_dpo_trainer(trl_setup, loss_type, smoothing):
     trainer, batch = trl_setup

@@ -39,6 +39,7 @@ def _lora(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow
 def test_dpo_learns_the_preference_and_reports_rewards(tmp_path):
     model = tiny_lora_model("llama")
     events: list[dict] = []
@@ -54,6 +55,7 @@ def test_dpo_learns_the_preference_and_reports_rewards(tmp_path):
     assert (tmp_path / "ckpt" / REFERENCE_FILE).is_file()
 
 
+@pytest.mark.slow
 def test_stop_and_resume_gives_the_same_weights_without_recomputing_the_reference(tmp_path):
     pairs, valid = _pairs(12), _pairs(4, seed=1)
     full = tiny_lora_model("llama")
