@@ -18,6 +18,7 @@ class HFConfig(BackendConfig):
         "warmup_ratio": "0 starts at the full learning rate",
         "weight_decay": "0 turns weight decay off",
         "dpo_label_smoothing": "0 is plain DPO (no assumed label noise)",
+        "dpo_sft_weight": "0 trains on the preferences only",
     }
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -75,6 +76,10 @@ class HFConfig(BackendConfig):
     dpo_label_smoothing: float = Field(
         default=0.0, ge=0, lt=0.5, description="task='preference': assumed fraction of flipped preference labels "
         "(sigmoid and robust losses)."
+    )
+    dpo_sft_weight: float = Field(
+        default=0.0, ge=0, description="task='preference': weight of an SFT term (mean NLL of the preferred answers) "
+        "trained in the same job (RPO; TRL's loss_type=['sigmoid', 'sft'])."
     )
     merge_adapter: bool = Field(
         default=False, description="Also save the base model with the adapter merged in, under model/merged/."

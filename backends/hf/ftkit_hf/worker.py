@@ -244,7 +244,8 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
                                f"({train_pairs.tokens} tokens)" + (f"; dropped {len(train_pairs.dropped)} too long"
                                                                   if train_pairs.dropped else ""),
                                train_tokens=train_pairs.tokens)
-        dpo = DPOSettings(beta=config.dpo_beta, loss=config.dpo_loss, label_smoothing=config.dpo_label_smoothing)
+        dpo = DPOSettings(beta=config.dpo_beta, loss=config.dpo_loss, label_smoothing=config.dpo_label_smoothing,
+                          sft_weight=config.dpo_sft_weight)
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
         if stop():
             return {"status": "cancelled"}

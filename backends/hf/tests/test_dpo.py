@@ -96,20 +96,23 @@ def _pairs_from_trl(batch) -> list[PreferencePair]:
 
 
 @pytest.mark.slow  # builds a TRL trainer (dataset preparation, accelerate)
-@pytest.mark.parametrize(("loss_type", "smoothing"), [("sigmoid", 0.0), ("ipo", 0.0), ("robust", 0.1)])
-def test_loss_and_lora_gradients_match_trl_dpo_trainer(trl_setup, loss_type, smoothing):
+@pytest.mark.parametrize(("loss_type", "smoothing", "sft"),
+                         [("sigmoid", 0.0, 0.0), ("ipo", 0.0, 0.0), ("robust", 0.1, 0.0), ("sigmoid", 0.0, 0.5)])
+def test_loss_and_lora_gradients_match_trl_dpo_trainer(trl_setup, loss_type, smoothing, sft):
     trainer, batch = trl_setup
     model = trainer.model
     # The attributes DPOTrainer.__init__ sets from DPOConfig(loss_type=..., label_smoothing=...); one trainer
     # (and one dataset preparation) serves the three losses.
     trainer.loss_types, trainer.loss_weights, trainer.label_smoothing = [loss_type], [1.0], smoothing
+    if sft:
+        trainer.loss_types, trainer.loss_weights = [loss_type, "sft"], [1.0, sft]
     model.train()
     model.zero_grad(set_to_none=True)
     trl_loss = trainer.compute_loss(model, batch)
     trl_loss.backward()
     trl_grads = _grads(model)
 
-    settings = DPOSettings(beta=0.5, loss=loss_type, label_smoothing=smoothing)
+    settings = DPOSettings(beta=0.5, loss=loss_type, label_smoothing=smoothing, sft_weight=sft)
     out, ours = _ftkit_loss_and_grads(model, _pairs_from_trl(batch), settings)
 
     assert abs(trl_loss.item() - 0.6931) > 1e-3 or loss_type != "sigmoid"  # the adapter moved the policy
@@ -185,6 +188,17 @@ def test_frozen_head_route_equals_autograd():
     (g_plain,) = torch.autograd.grad((plain * upstream).sum(), hidden)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g_fast, g_plain, rtol=1e-5, atol=1e-5)
+
+
+def test_label_smoothed_sigmoid_is_cdpo():
+    """TRL 1.16's sigmoid loss has no label smoothing any more; cDPO's formula, checked by hand."""
+    import math
+
+    policy, reference, counts = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -3.0]), torch.ones(2)
+    out = dpo_loss(policy, reference, counts, DPOSettings(beta=1.0, label_smoothing=0.1))
+    expected = -0.9 * math.log(1 / (1 + math.exp(-1.0))) - 0.1 * math.log(1 / (1 + math.exp(1.0)))
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert out.margins.tolist() == [1.0]
 
 
 def test_bad_dpo_settings_are_refused():

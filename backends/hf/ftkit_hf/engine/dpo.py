@@ -19,6 +19,9 @@ Losses (``beta`` is the DPO temperature, Δ = (policy - reference) log-ratio of 
 * ``robust``: ``(-(1-ε) log σ(βΔ) + ε log σ(-βΔ)) / (1 - 2ε)`` (rDPO, unbiased under label noise ε);
 * ``ipo``: ``(Δ̄ - 1/(2β))²`` with Δ̄ the log-ratios averaged per completion token (as TRL and the IPO authors).
 
+With ``sft_weight`` α > 0, α × the mean negative log-likelihood of the preferred answers' tokens is added: SFT on
+the preferred answers in the same job (RPO; TRL's ``loss_type=["sigmoid", "sft"]`` with weights ``[1, α]``).
+
 These are TRL's ``DPOTrainer`` formulas (trl 1.16), which ``tests/test_dpo.py`` checks loss and gradients against.
 """
 
@@ -71,11 +74,13 @@ class DPOSettings:
         beta: DPO temperature: how far the policy may move from the reference (higher: less far).
         loss: ``sigmoid``, ``ipo`` or ``robust`` (see the module docstring).
         label_smoothing: ε, the assumed fraction of flipped preference labels (sigmoid and robust).
+        sft_weight: weight of the SFT term (mean NLL of the preferred answers' tokens); 0 for none.
     """
 
     beta: float = 0.1
     loss: str = "sigmoid"
     label_smoothing: float = 0.0
+    sft_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
@@ -84,6 +89,8 @@ class DPOSettings:
             raise ConfigError(f"DPO loss must be one of {', '.join(DPO_LOSSES)}, not {self.loss!r}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"DPO label_smoothing must be in [0, 0.5), not {self.label_smoothing!r}")
+        if not self.sft_weight >= 0:
+            raise ConfigError(f"DPO sft_weight must be >= 0, not {self.sft_weight!r}")
         if self.loss == "ipo" and self.label_smoothing:
             raise ConfigError("DPO label_smoothing does not apply to the ipo loss")
 
@@ -255,8 +262,12 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, counts: torch.Tensor
         per_pair = (-(1 - eps) * F.logsigmoid(beta * delta) + eps * F.logsigmoid(-beta * delta)) / (1 - 2 * eps)
     else:
         per_pair = -(1 - eps) * F.logsigmoid(beta * delta) - eps * F.logsigmoid(-beta * delta)
+    loss = per_pair.mean()
+    if settings.sft_weight:
+        # Token-weighted over the batch's preferred answers, as TRL's "sft" term.
+        loss = loss - settings.sft_weight * policy[0::2].sum() / counts[0::2].sum().clamp(min=1.0)
     chosen_rewards, rejected_rewards = beta * chosen.detach(), beta * rejected.detach()
-    return DPOOutput(per_pair.mean(), chosen_rewards - rejected_rewards, chosen_rewards, rejected_rewards)
+    return DPOOutput(loss, chosen_rewards - rejected_rewards, chosen_rewards, rejected_rewards)
 
 
 @torch.no_grad()

@@ -65,7 +65,8 @@ def _fingerprint(train: Sequence[PreferencePair], settings: EngineSettings, dpo:
         digest.update(json.dumps([pair.chosen.input_ids, pair.chosen.labels, pair.rejected.input_ids,
                                   pair.rejected.labels]).encode())
     payload = json.dumps({"data": digest.hexdigest(), "packed": packed,
-                          "dpo": [dpo.beta, dpo.loss, dpo.label_smoothing], **{k: getattr(settings, k) for k in keys}})
+                          "dpo": [dpo.beta, dpo.loss, dpo.label_smoothing, dpo.sft_weight],
+                          **{k: getattr(settings, k) for k in keys}})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
