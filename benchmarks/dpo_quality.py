@@ -106,8 +106,14 @@ def main() -> None:
     settings = EngineSettings(epochs=args.epochs, learning_rate=args.lr, max_batch_examples=args.pairs_per_step,
                               seed=args.seed, device="cpu", warmup_ratio=0.1)
     events: list[dict[str, Any]] = []
+    def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        print({k: v for k, v in event.items() if k in ("kind", "step", "train_loss", "reward_accuracy", "message")},
+              flush=True)
+
+    print(f"base scored in {time.perf_counter() - started:.0f} s", flush=True)
     result = train_preference(model, train, None, settings, DPOSettings(beta=args.beta),
-                              checkpoint_dir=work / "checkpoints", on_event=events.append)
+                              checkpoint_dir=work / "checkpoints", on_event=on_event)
     tuned = score(reference=False)
     margins = args.beta * ((tuned[0::2] - base[0::2]) - (tuned[1::2] - base[1::2]))
     report = {

@@ -86,10 +86,16 @@ def run_ftkit(tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespa
     settings = EngineSettings(epochs=1, learning_rate=LR, batch_tokens=1 << 20, max_batch_examples=args.pairs_per_step,
                               device="cpu", warmup_ratio=0.0)
     losses: list[float] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        print(event, flush=True)
+        if event["kind"] == "metrics":
+            losses.append(event["train_loss"])
+
     with tempfile.TemporaryDirectory() as ckpt:
         started = time.perf_counter()
         result = train_preference(model, pairs, None, settings, DPOSettings(beta=BETA), checkpoint_dir=Path(ckpt),
-                                  on_event=lambda e: losses.append(e["train_loss"]) if e["kind"] == "metrics" else None)
+                                  on_event=on_event)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "real_tokens": sum(p.tokens for p in pairs), "steps": result.steps,
             "first_loss": losses[0], "final_loss": losses[-1]}
