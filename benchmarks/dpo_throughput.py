@@ -84,7 +84,7 @@ def run_ftkit(tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespa
              for r in rows]
     model = get_peft_model(_model(tokenizer, args.size), lora_config())
     settings = EngineSettings(epochs=1, learning_rate=LR, batch_tokens=1 << 20, max_batch_examples=args.pairs_per_step,
-                              device="cpu", warmup_ratio=0.0)
+                              device="cpu", warmup_ratio=0.0, precision=args.precision)
     losses: list[float] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-step", type=int, default=8)
     parser.add_argument("--size", default="smollm2-135m", choices=sorted(SHAPES))
     parser.add_argument("--precompute", action="store_true", help="also TRL with precompute_ref_log_probs=True")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="ftkit's precision")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
