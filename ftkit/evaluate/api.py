@@ -31,6 +31,7 @@ from ftkit.evaluate.predictions import (
     load_predictions,
     load_reference,
 )
+from ftkit.evaluate.preference import answer_scorer, preference_metrics
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
 from ftkit.evaluate.significance import mcnemar_exact
 
@@ -227,6 +228,7 @@ def evaluate(
     placebo: Source | bool | None = None,
     train: str | Path | None = None,
     baseline: bool = True,
+    reference: Source | None = None,
 ) -> EvaluationReport:
     """Judge a model on a held-out file.
 
@@ -261,10 +263,13 @@ def evaluate(
             training file by default.
         baseline: fit a TF-IDF + logistic regression baseline on ``train`` and report it beside the model,
             saying plainly when the model does not beat it (classification only; seconds on a CPU).
+        reference: preference files only: the model whose likelihood ratios the model's are measured against
+            (a Predictor or FineTuneJob that can score answers); for a FineTuneJob it defaults to the job's base
+            model. See :mod:`ftkit.evaluate.preference`.
 
     Raises:
-        EvaluationError: predictions and data do not fit together (file:line in the message), or ``train``
-            is not classification data.
+        EvaluationError: predictions and data do not fit together (file:line in the message), ``train``
+            is not classification data, or a preference file comes with a model that cannot score answers.
     """
     source = predictor_or_predictions
     curve: list[dict[str, Any]] = []
@@ -286,6 +291,12 @@ def evaluate(
             name = type(source).__name__ if _is_predictor(source) else "predictions"
     show = sys.stderr.isatty() if progress is None else progress
     ref = load_reference(data)
+    if ref.task == "preference":
+        if reference is None and _is_job(predictor_or_predictions):
+            reference = predictor_or_predictions.base_model()
+        report = _evaluate_preference(source, reference, ref, name, batch_size, show)
+        report.training_curve, report.cost, report.job = curve, cost, job_info
+        return report
     try:
         answers, losses = _predict(
             source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}"
@@ -378,6 +389,42 @@ def _add_baseline(
     report.notes.insert(0, result.sentence())
 
 
+def _evaluate_preference(
+    source: Source, reference: Source | None, ref: Reference, name: str, batch_size: int, progress: bool
+) -> EvaluationReport:
+    """Score both answers of every pair under the model (and the reference); see :mod:`ftkit.evaluate.preference`."""
+    chosen_convs = [[*p, {"role": "assistant", "content": a}] for p, a in zip(ref.prompts, ref.targets, strict=True)]
+    rejected_convs = [[*p, {"role": "assistant", "content": a}] for p, a in zip(ref.prompts, ref.rejected, strict=True)]
+
+    def scores(model: Source, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if _is_job(model):
+            model = model.model()
+        scorer = answer_scorer(model, what)
+        both = _run_batched(lambda b: scorer(list(b)), chosen_convs + rejected_convs, batch_size, progress, "scoring")
+        values = np.asarray(both, dtype=float)
+        return values[: len(ref)], values[len(ref) :]
+
+    chosen, rejected = scores(source, name)
+    ref_chosen = ref_rejected = None
+    if reference is not None:
+        ref_chosen, ref_rejected = scores(reference, "the reference model")
+    metrics, ci, correct, margins = preference_metrics(chosen, rejected, ref_chosen, ref_rejected)
+    report = EvaluationReport(name=name, task="preference", data=ref.source, metrics=metrics, ci=ci)
+    report._correct = correct
+    if margins is not None:
+        report.reward_margins = [float(m) for m in margins]
+        report.notes.append(
+            "preference_accuracy: share of pairs whose reward margin (the model's log-likelihood ratio to the "
+            "reference, preferred minus non-preferred) is positive; Wilson 95% intervals"
+        )
+    else:
+        report.notes.append(
+            "no reference model: preference_accuracy is the share of pairs where the preferred answer is more "
+            "likely (likelihood_accuracy); give reference= for DPO's reward accuracy and margins"
+        )
+    return report
+
+
 def _names(models: Mapping[str, Source] | Sequence[Source]) -> list[tuple[str, Source]]:
     if isinstance(models, Mapping):
         return [(str(k), v) for k, v in models.items()]
@@ -398,6 +445,11 @@ def _names(models: Mapping[str, Source] | Sequence[Source]) -> list[tuple[str, S
         seen.add(name)
         out.append((name, m))
     return out
+
+
+def _headline(report: EvaluationReport) -> Any:
+    m = report.metrics
+    return m.get("accuracy", m.get("exact_match", m.get("preference_accuracy")))
 
 
 def compare(
@@ -455,8 +507,8 @@ def compare(
             "a": a,
             "b": b,
             **test,
-            "accuracy_a": ra.metrics.get("accuracy", ra.metrics.get("exact_match")),
-            "accuracy_b": rb.metrics.get("accuracy", rb.metrics.get("exact_match")),
+            "accuracy_a": _headline(ra),
+            "accuracy_b": _headline(rb),
         }
         if ref_name in (a, b):
             new, rn = (b, rb) if a == ref_name else (a, ra)

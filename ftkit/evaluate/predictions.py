@@ -20,7 +20,7 @@ import orjson
 from ftkit.errors import EvaluationError
 from ftkit.predictor import UNPARSEABLE, Classification
 
-Task = Literal["classification", "generation"]
+Task = Literal["classification", "generation", "preference"]
 
 
 @dataclass
@@ -32,8 +32,10 @@ class Reference:
         texts: the input text of each example (the last user message for chat).
         targets: the true label (classification) or reference answer (generation).
         ids: each example's ``id`` (None where a line has none).
-        prompts: for generation, the conversation without its final assistant message.
+        prompts: for generation, the conversation without its final assistant message; for preference, the
+            input conversation.
         conversations: for generation, the whole conversation (for token-level loss).
+        rejected: for preference, the non-preferred answer (``targets`` holds the preferred one).
         source: where the examples came from, for messages.
     """
 
@@ -43,6 +45,7 @@ class Reference:
     ids: list[str | None]
     prompts: list[list[dict[str, Any]]] = field(default_factory=list)
     conversations: list[list[dict[str, Any]]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
     source: str = "<data>"
 
     def __len__(self) -> int:
@@ -106,13 +109,18 @@ def load_reference(data: str | Path | Sequence[dict[str, Any]]) -> Reference:
         where = f"{source}:{number}"
         if not isinstance(obj, dict):
             raise EvaluationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        kind: Task = "generation" if "messages" in obj else "classification"
+        kind: Task = (
+            "preference" if "preferred_output" in obj else "generation" if "messages" in obj else "classification"
+        )
         if task is None:
             task = kind
         elif kind != task:
             raise EvaluationError(f"{where}: a {kind} example in a {task} file; use one format per file")
         ident = obj.get("id")
         ref.ids.append(None if ident is None else str(ident))
+        if kind == "preference":
+            _add_preference(ref, obj, where)
+            continue
         if kind == "classification":
             if "text" not in obj or "label" not in obj:
                 raise EvaluationError(f"{where}: a classification example needs 'text' and 'label'")
@@ -225,3 +233,23 @@ def write_predictions(path: str | Path, predictions: Sequence[Prediction], ids: 
             row["probabilities"] = pred.probabilities
         lines.append(orjson.dumps(row) + b"\n")
     atomic_write_bytes(path, b"".join(lines))
+
+
+def _answer(obj: dict[str, Any], key: str, where: str) -> str:
+    out = obj.get(key)
+    if not (isinstance(out, list) and len(out) == 1 and isinstance(out[0], dict) and out[0].get("role") == "assistant"):
+        raise EvaluationError(f"{where}: '{key}' must be a list with one assistant message")
+    return str(out[0].get("content") or "")
+
+
+def _add_preference(ref: Reference, obj: dict[str, Any], where: str) -> None:
+    """One preference line: the input conversation, the preferred and the non-preferred answer."""
+    inp = obj.get("input")
+    messages = inp.get("messages") if isinstance(inp, dict) else None
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise EvaluationError(f"{where}: a preference example needs 'input' with a non-empty 'messages' list")
+    users = [m for m in messages if m.get("role") == "user"]
+    ref.texts.append(str(users[-1].get("content", "")) if users else "")
+    ref.prompts.append(messages)
+    ref.targets.append(_answer(obj, "preferred_output", where))
+    ref.rejected.append(_answer(obj, "non_preferred_output", where))

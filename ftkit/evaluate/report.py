@@ -33,6 +33,11 @@ _SHOWN: list[tuple[str, str]] = [
     ("calibrated_log_loss", "{:.4f}"),
     ("calibrated_brier", "{:.4f}"),
     ("calibrated_ece", "{:.4f}"),
+    ("preference_accuracy", "{:.4f}"),
+    ("likelihood_accuracy", "{:.4f}"),
+    ("reference_likelihood_accuracy", "{:.4f}"),
+    ("reward_margin_mean", "{:.4f}"),
+    ("reward_margin_median", "{:.4f}"),
     ("exact_match", "{:.4f}"),
     ("exact_match_normalised", "{:.4f}"),
     ("token_loss", "{:.4f}"),
@@ -68,16 +73,19 @@ class EvaluationReport(BaseModel):
 
     Attributes:
         name: the model's name in tables (a job id, a file name, "base"...).
-        task: ``classification`` or ``generation``.
+        task: ``classification``, ``generation`` or ``preference``.
         data: the reference file.
         labels: the label vocabulary (classification).
         metrics: flat metrics: accuracy, macro_f1, log_loss, brier, ece, majority_rate,
             p_value_vs_majority, unparseable_rate, spearman, bootstrap bounds (``accuracy_ci_low``...),
-            calibrated_* after calibration; exact_match, token_loss for generation; cost_* when known.
+            calibrated_* after calibration; exact_match, token_loss for generation; preference_accuracy,
+            likelihood_accuracy, reward_margin_* for preference (see :mod:`ftkit.evaluate.preference`); cost_*
+            when known.
         per_class: precision, recall, F1 and support per label.
         confusion: ``rows`` (true labels), ``columns`` (answers, UNPARSEABLE last when present), ``matrix``.
         reliability: the reliability curve: per bin confidence, accuracy and count.
-        ci: bootstrap confidence intervals, ``{metric: [low, high]}``.
+        ci: confidence intervals, ``{metric: [low, high]}`` (bootstrap; Wilson for preference rates).
+        reward_margins: preference with a reference model: each pair's reward margin, in file order.
         least_confident_mistakes / most_confident_mistakes: wrong answers with their text.
         calibration: method, how it was fitted, and the reliability curve after calibration.
         training_curve: the job's metric events (step, train_loss, valid_loss...).
@@ -97,7 +105,7 @@ class EvaluationReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    task: Literal["classification", "generation"]
+    task: Literal["classification", "generation", "preference"]
     data: str
     # First after the names: a leak is the first thing a reader of the JSON should see.
     leakage: dict[str, Any] | None = None
@@ -107,6 +115,7 @@ class EvaluationReport(BaseModel):
     confusion: dict[str, Any] | None = None
     reliability: list[dict[str, float]] = Field(default_factory=list)
     ci: dict[str, list[float]] = Field(default_factory=dict)
+    reward_margins: list[float] = Field(default_factory=list)
     least_confident_mistakes: list[dict[str, Any]] = Field(default_factory=list)
     most_confident_mistakes: list[dict[str, Any]] = Field(default_factory=list)
     calibration: dict[str, Any] | None = None

@@ -29,7 +29,7 @@ from ftkit_hf.memory_plan import memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.worker import cancel_file, throughput_key
 
-__all__ = ["HFBackend", "HFConfig"]
+__all__ = ["HFBackend", "HFConfig", "check_preference"]
 
 _STATUS = {
     "starting": JobStatus.QUEUED,
@@ -50,7 +50,7 @@ class HFBackend(Backend):
     name: ClassVar[str] = "hf"
     config_model: ClassVar[type[BackendConfig]] = HFConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({"chat", "classification", "completion"}),
+        tasks=frozenset({"chat", "classification", "completion", "preference"}),
         supports_resume_from_checkpoint=True,
         supports_classification_head=True,
         needs_network=False,
@@ -111,7 +111,7 @@ class HFBackend(Backend):
         """
         assert isinstance(config, HFConfig)
         if spec.task == "preference":
-            raise ConfigError("[hf] preference (DPO) training is not supported by the hf backend")
+            check_preference(config, "[hf]")
         processes = _processes(config)
         if config.method == "qlora":
             from ftkit_hf.quant import qlora_unavailable_reason
@@ -143,7 +143,12 @@ class HFBackend(Backend):
             path = getattr(spec, field)
             if path is None:
                 continue
-            if head == "sequence_classification":
+            if spec.task == "preference":
+                from ftkit_hf.preference_data import prepare_preference_file
+
+                tokens[field] = prepare_preference_file(path, tokenizer=tok, max_length=max_length,
+                                                        overlength=config.overlength, context=context).tokens
+            elif head == "sequence_classification":
                 assert labels is not None
                 rows, tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)
                 field_lengths = [len(r["input_ids"]) for r in rows]
@@ -477,6 +482,19 @@ def split_lines(src: Path, carved: set[int], train: Path, validation: Path) -> t
     atomic_write_text(train, "".join(kept))
     atomic_write_text(validation, "".join(held))
     return train, validation
+
+
+def check_preference(config: HFConfig, where: str) -> None:
+    """Refuse the options preference (DPO) training cannot run with (shared with the remote backend).
+
+    Raises:
+        ConfigError: full fine-tuning (the reference is the base with the adapter disabled), or several processes.
+    """
+    if config.method == "full":
+        raise ConfigError(f"{where} preference (DPO) training needs method='lora' or 'qlora': the reference is "
+                          "the base model with the adapter disabled")
+    if _processes(config) > 1:
+        raise ConfigError(f"{where} preference (DPO) training runs in one process: set num_processes=1")
 
 
 def _stored_bf16(path: Path) -> bool:

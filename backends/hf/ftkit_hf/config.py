@@ -17,6 +17,8 @@ class HFConfig(BackendConfig):
         "lora_dropout": "0 turns dropout off (the default, and the fastest)",
         "warmup_ratio": "0 starts at the full learning rate",
         "weight_decay": "0 turns weight decay off",
+        "dpo_label_smoothing": "0 is plain DPO (no assumed label noise)",
+        "dpo_sft_weight": "0 trains on the preferences only",
     }
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -77,6 +79,22 @@ class HFConfig(BackendConfig):
         "label, at least 12, at most 200; none below 60 examples) for early stopping; the lines are recorded.",
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads; None: one per physical core.")
+    dpo_beta: float = Field(
+        default=0.1, gt=0, description="task='preference': DPO beta, how far the tuned model may move from the base "
+        "(higher: less far). OpenAI's DPO beta means the same."
+    )
+    dpo_loss: Literal["sigmoid", "ipo", "robust"] = Field(
+        default="sigmoid", description="task='preference': sigmoid (DPO, cDPO with label smoothing), ipo, or "
+        "robust (rDPO); the formulas of TRL's DPOTrainer."
+    )
+    dpo_label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="task='preference': assumed fraction of flipped preference labels "
+        "(sigmoid and robust losses)."
+    )
+    dpo_sft_weight: float = Field(
+        default=0.0, ge=0, description="task='preference': weight of an SFT term (mean NLL of the preferred answers) "
+        "trained in the same job (RPO; TRL's loss_type=['sigmoid', 'sft'])."
+    )
     merge_adapter: bool = Field(
         default=False, description="Also save the base model with the adapter merged in, under model/merged/."
     )

@@ -143,6 +143,43 @@ class HFPredictor:
             raise ConfigError(f"this classification head was trained on labels {self.labels}, not {list(labs)}")
         return labs
 
+    # ---------------------------------------------------------------- answer scoring
+    def answer_logprobs(self, conversations: Sequence[Messages]) -> list[float]:
+        """Summed log-probability of each conversation's final assistant message, given the messages before it.
+
+        Used by ``ftkit.evaluate`` on preference files. The answer's tokens are those chat training takes the loss
+        on (the chat template's rendering of that turn, end-of-turn token included), so scores are comparable
+        with what DPO optimised. Conversations are packed into rows with per-conversation attention.
+
+        Raises:
+            ConfigError: an encoder model, or a conversation that does not end with an assistant message.
+        """
+        from ftkit_hf.engine.batching import collate_packed, collate_padded, plan_epoch
+        from ftkit_hf.engine.dpo import SequenceLogProbs
+        from ftkit_hf.engine.loss import Levers, LossComputer
+        from ftkit_hf.tokenize import encode_chat
+
+        if self.kind != "causal":
+            raise ConfigError("answer log-probabilities need a causal (generative) model, not an encoder")
+        examples = []
+        for i, conv in enumerate(conversations):
+            if not conv or conv[-1].get("role") != "assistant":
+                raise ConfigError(f"conversation {i} does not end with an assistant message to score")
+            context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in conv[:-1]]
+            examples.append(encode_chat(self.tokenizer, [*context, {**conv[-1], "weight": 1}]))
+        computer = LossComputer(self.model, Levers())
+        seq = SequenceLogProbs(computer)
+        out = [0.0] * len(examples)
+        lengths = [len(ex.input_ids) for ex in examples]
+        with self._inference(), computer.context():
+            for idx in plan_epoch(lengths, self.batch_tokens, 1 << 30, 0, 0, sort_by_length=not computer.packed):
+                chunk = [examples[i] for i in idx]
+                batch = collate_packed(chunk) if computer.packed else collate_padded(chunk, self.tokenizer.pad_token_id)
+                sums, _ = seq(batch.to(self.device))
+                for i, value in zip(idx, sums.tolist(), strict=True):
+                    out[i] = float(value)
+        return out
+
     # ---------------------------------------------------------------- generate
     def generate(
         self,

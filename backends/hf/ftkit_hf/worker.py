@@ -202,7 +202,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         level = str(ev.pop("level", "info"))
         if kind == "metrics" and not message:
             parts = [f"step {ev.get('step')}/{ev.get('total_steps')}"]
-            for key in ("train_loss", "valid_loss"):
+            for key in ("train_loss", "valid_loss", "reward_accuracy", "valid_reward_accuracy"):
                 if ev.get(key) is not None:
                     parts.append(f"{key} {ev[key]:.4f}")
             message = ", ".join(parts)
@@ -233,6 +233,27 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
             return {"status": "cancelled"}
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
                             on_event=on_event, should_stop=stop, pad_id=tokenizer.pad_token_id)
+    elif spec["task"] == "preference":
+        from ftkit_hf.engine.dpo import DPOSettings
+        from ftkit_hf.engine.preference import train_preference
+        from ftkit_hf.preference_data import prepare_preference_file
+
+        pref = {"tokenizer": tokenizer, "max_length": max_length, "overlength": config.overlength,
+                "context": getattr(model_cfg, "max_position_embeddings", None)}
+        train_pairs = prepare_preference_file(spec["train"], **pref)
+        valid_pairs = prepare_preference_file(spec["validation"], **pref) if spec.get("validation") else None
+        if writer:
+            files.append_event("message", f"tokenized {len(train_pairs.pairs)} preference pairs "
+                               f"({train_pairs.tokens} tokens)" + (f"; dropped {len(train_pairs.dropped)} too long"
+                                                                  if train_pairs.dropped else ""),
+                               train_tokens=train_pairs.tokens)
+        dpo = DPOSettings(beta=config.dpo_beta, loss=config.dpo_loss, label_smoothing=config.dpo_label_smoothing,
+                          sft_weight=config.dpo_sft_weight)
+        model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
+        if stop():
+            return {"status": "cancelled"}
+        result = train_preference(model, train_pairs.pairs, valid_pairs.pairs if valid_pairs else None, settings, dpo,
+                                  checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
     else:
         from ftkit_hf.engine import train
         from ftkit_hf.examples import prepare_file

@@ -35,7 +35,7 @@ class RemoteBackend(Backend):
     name: ClassVar[str] = "remote"
     config_model: ClassVar[type[BackendConfig]] = RemoteConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({"chat", "classification", "completion"}),
+        tasks=frozenset({"chat", "classification", "completion", "preference"}),
         needs_network=True,
         spends_money=True,
         poll_interval=5.0,
@@ -84,10 +84,14 @@ class RemoteBackend(Backend):
         except ImportError:
             raise BackendUnavailableError("[remote] the trainer is ftkit-hf's worker: pip install ftkit-hf") from None
         try:
-            HFConfig.model_validate(config.hf)
+            hf = HFConfig.model_validate(config.hf)
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"[remote.hf] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if spec.task == "preference":
+            from ftkit_hf.backend import check_preference
+
+            check_preference(hf, "[remote.hf]")
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
         """Cheapest matching offer × (setup + training hours); the core refuses it above ``max_cost``."""
