@@ -172,3 +172,15 @@ def test_bad_preference_line_names_file_and_line(tmp_path, tiny_llama_dir, write
     spec = ftkit.JobSpec(task="preference", model=str(tiny_llama_dir), train=train)
     with pytest.raises(DatasetError, match=r"train.jsonl:2: `preferred_output`"):
         HFBackend().check(spec, HFConfig())
+
+
+def test_a_diverging_dpo_run_fails_with_the_step_and_says_the_bad_loss(tmp_path):
+    """Issue 17's invariant 4 for DPO too: a non-finite loss fails the run; the bad loss is the last number said."""
+    from ftkit_hf.engine.settings import TrainingDivergedError
+
+    events: list[dict] = []
+    with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) at step \d+"):
+        train_preference(tiny_lora_model("llama"), _pairs(16), None, _settings(learning_rate=1e30, epochs=1),
+                         DPOSettings(beta=0.5), checkpoint_dir=tmp_path / "ckpt", on_event=events.append)
+    last = [e for e in events if e["kind"] == "metrics"][-1]
+    assert last["train_loss"] != last["train_loss"] or abs(last["train_loss"]) == float("inf")

@@ -48,7 +48,7 @@ from .loop import _default_pass_tokens, _pad_id, _passes, linear_schedule
 from .lora_forward import fused_lora_forward
 from .loss import Levers, LossComputer
 from .precision import autocast, frozen_weights_in
-from .settings import IGNORE_INDEX, EngineSettings, TrainResult
+from .settings import IGNORE_INDEX, EngineSettings, TrainResult, check_loss, check_weights
 
 EventSink = Callable[[dict[str, Any]], None]
 REFERENCE_FILE = "reference-logps.safetensors"
@@ -269,7 +269,14 @@ def train_preference(model: torch.nn.Module, train_data: Sequence[PreferencePair
             pos.batch_index += 1
             pos.train_seconds += seconds
             pos.train_tokens += step_tokens
-            for key, value in (("loss", loss_sum / len(step)), ("steps", 1), ("tokens", step_tokens),
+            step_loss = loss_sum / len(step)
+            if not math.isfinite(step_loss):
+                # As in the SFT loop: the bad loss is said at once, then the job fails; a diverged run is a
+                # failed run, and the last finite loss must not stand as its latest number.
+                on_event({"kind": "metrics", "step": pos.step, "total_steps": total_steps, "train_loss": step_loss,
+                          "learning_rate": lr})
+                check_loss(step_loss, pos.step)
+            for key, value in (("loss", step_loss), ("steps", 1), ("tokens", step_tokens),
                                ("seconds", seconds), ("margin", margin_sum), ("correct", correct),
                                ("pairs", len(step))):
                 window[key] += value
@@ -324,6 +331,8 @@ def train_preference(model: torch.nn.Module, train_data: Sequence[PreferencePair
         if last_checkpoint_step != pos.step:
             checkpoint()
     finish()
+    # The last step's update can break the weights after a finite loss: checked before a success is declared.
+    check_weights(((n, p) for n, p in model.named_parameters() if p.requires_grad), pos.step)
     return result(stopped=False)
 
 
