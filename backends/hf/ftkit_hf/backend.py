@@ -143,16 +143,21 @@ class HFBackend(Backend):
             path = getattr(spec, field)
             if path is None:
                 continue
+            field_lengths: list[int]
+            dropped: list[int]
             if spec.task == "preference":
                 from ftkit_hf.preference_data import prepare_preference_file
 
-                tokens[field] = prepare_preference_file(path, tokenizer=tok, max_length=max_length,
-                                                        overlength=config.overlength, context=context).tokens
+                pairs = prepare_preference_file(path, tokenizer=tok, max_length=max_length,
+                                                overlength=config.overlength, context=context)
+                tokens[field] = pairs.tokens
+                field_lengths = [pair.tokens for pair in pairs.pairs]  # a pair costs both of its sequences
+                dropped = pairs.dropped
             elif head == "sequence_classification":
                 assert labels is not None
                 rows, tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)
                 field_lengths = [len(r["input_ids"]) for r in rows]
-                dropped: list[int] = []
+                dropped = []
             else:
                 prepared = prepare_file(path, task=spec.task, tokenizer=tok, labels=labels, preamble=spec.preamble,
                                         max_length=max_length, overlength=config.overlength, context=context)
