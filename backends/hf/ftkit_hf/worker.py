@@ -142,6 +142,12 @@ def run(job_dir: str | Path) -> int:
         shutdown(wait=False)  # after an error; a no-op when the group was shut down above
 
 
+def _say_tokenized(files: JobFiles, what: str, tokens: int, dropped: list[int]) -> None:
+    """The event that says what was tokenized (pairs or examples), and how many were dropped as too long."""
+    extra = f"; dropped {len(dropped)} too long" if dropped else ""
+    files.append_event("message", f"tokenized {what} ({tokens} tokens){extra}", train_tokens=tokens)
+
+
 def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, group: Group) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
@@ -243,10 +249,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         train_pairs = prepare_preference_file(spec["train"], **pref)
         valid_pairs = prepare_preference_file(spec["validation"], **pref) if spec.get("validation") else None
         if writer:
-            files.append_event("message", f"tokenized {len(train_pairs.pairs)} preference pairs "
-                               f"({train_pairs.tokens} tokens)" + (f"; dropped {len(train_pairs.dropped)} too long"
-                                                                  if train_pairs.dropped else ""),
-                               train_tokens=train_pairs.tokens)
+            _say_tokenized(files, f"{len(train_pairs.pairs)} preference pairs", train_pairs.tokens, train_pairs.dropped)
         dpo = DPOSettings(beta=config.dpo_beta, loss=config.dpo_loss, label_smoothing=config.dpo_label_smoothing,
                           sft_weight=config.dpo_sft_weight)
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
@@ -264,10 +267,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         train_set = prepare_file(spec["train"], **common)
         valid_set = prepare_file(spec["validation"], **common) if spec.get("validation") else None
         if writer:
-            files.append_event("message", f"tokenized {len(train_set.examples)} training examples "
-                               f"({train_set.tokens} tokens)" + (f"; dropped {len(train_set.dropped)} too long"
-                                                                 if train_set.dropped else ""),
-                               train_tokens=train_set.tokens)
+            _say_tokenized(files, f"{len(train_set.examples)} training examples", train_set.tokens, train_set.dropped)
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
         if group.any(stop()):
             return {"status": "cancelled"}
