@@ -7,6 +7,12 @@ and leaves the target as it was. The ``OSError`` that reaches the caller names t
 Two kinds of target are not files to replace: a symbolic link is followed (the file it points to
 is replaced, the link stays), and a device or pipe (``/dev/stdout``, a FIFO) is written into
 directly, since renaming over it would replace the device node itself.
+
+Permissions: ``mkstemp`` creates its file with mode 0600 whatever the umask, so the temporary file
+is given the mode the target should end with before the rename. A new file gets what ``open`` would
+give it (0666 less the umask); a file being replaced keeps its own mode (a user who made a report
+group-readable, or a log private, keeps that). ``private=True`` is for files that hold secrets
+(an SSH private key): always 0600.
 """
 
 from __future__ import annotations
@@ -17,15 +23,51 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    write_files_atomically({Path(path): data})
+PRIVATE_MODE = 0o600
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Args:
+        path: The target; its folder is created when missing.
+        data: The whole new content.
+        private: Mode 0600 whatever the umask (a file that holds a secret); otherwise the umask decides.
+    """
+    write_files_atomically({Path(path): data}, private=private)
+
+
+def atomic_write_text(path: str | Path, text: str, *, private: bool = False) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (``private`` as in :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), private=private)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, which for a moment changes it for every thread;
+    Linux publishes it in ``/proc/self/status``, so that is asked first.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(target: Path, private: bool) -> int:
+    """The permission bits ``target`` should have once written."""
+    if private:
+        return PRIVATE_MODE
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)  # replacing a file keeps its mode
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def is_special_file(path: str | Path) -> bool:
@@ -37,11 +79,12 @@ def is_special_file(path: str | Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def write_files_atomically(files: Mapping[Path, bytes]) -> None:
+def write_files_atomically(files: Mapping[Path, bytes], *, private: bool = False) -> None:
     """Write several files so that either all of them are replaced or none is.
 
     Every temporary file is written and flushed before the first rename, so a full disk while
     writing the last one leaves every target untouched. (The renames themselves need no space.)
+    Modes follow the umask, or stay 0600 with ``private`` (see the module docstring).
 
     Raises:
         OSError: with ``filename`` set to the target that could not be written.
@@ -53,7 +96,7 @@ def write_files_atomically(files: Mapping[Path, bytes]) -> None:
             if is_special_file(target):
                 _write_in_place(target, data)
                 continue
-            staged.append((target, _stage(target, data)))
+            staged.append((target, _stage(target, data, _final_mode(target, private))))
         while staged:
             target, tmp = staged[0]
             try:
@@ -66,8 +109,8 @@ def write_files_atomically(files: Mapping[Path, bytes]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def _stage(target: Path, data: bytes) -> str:
-    """A flushed temporary copy of ``data`` beside ``target``; its path."""
+def _stage(target: Path, data: bytes, mode: int) -> str:
+    """A flushed temporary copy of ``data`` beside ``target``, with permission bits ``mode``; its path."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -75,6 +118,7 @@ def _stage(target: Path, data: bytes) -> str:
         raise _naming(e, target) from e
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

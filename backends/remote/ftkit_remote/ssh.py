@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import os
 import shlex
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
-from ftkit.atomic import atomic_write_text
+from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.errors import BackendError
 from ftkit.paths import ftkit_home
 from ftkit_remote.providers.base import SshEndpoint
@@ -47,10 +46,7 @@ def load_or_create_key(path: Path | None = None) -> asyncssh.SSHKey:
     path = path or remote_home() / "id_ed25519"
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment="ftkit")
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key())
-        os.replace(path.with_suffix(".tmp"), path)
+        atomic_write_bytes(path, key.export_private_key(), private=True)  # a secret: 0600 whatever the umask
         atomic_write_text(path.with_suffix(".pub"), key.export_public_key().decode())
     return asyncssh.read_private_key(str(path))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -23,9 +24,14 @@ def _sandbox(tmp_path: Path, **kw: object) -> tuple[SshSandbox, SshEndpoint]:
 
 
 def test_key_is_private_and_reused(ftkit_home: Path) -> None:
-    k1 = ssh.load_or_create_key()
+    mask = os.umask(0)  # even a umask that would leave everything world-writable keeps the key private
+    try:
+        k1 = ssh.load_or_create_key()
+    finally:
+        os.umask(mask)
     path = ftkit_home / "remote" / "id_ed25519"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_suffix(".pub").stat().st_mode) == 0o666  # the public half follows the umask
     assert ssh.public_key_line(ssh.load_or_create_key()) == ssh.public_key_line(k1)
 
 
