@@ -144,6 +144,21 @@ class Backend(ABC):
         """The ``--target`` whose rules the training data must pass (e.g. ``openai:gpt-4.1-mini``)."""
         return None
 
+    def model_target(self, model: str) -> str | None:
+        """The validation target of a model named on this backend, its aliases resolved.
+
+        The one place a backend says what a model name means: ``ftkit validate --target
+        BACKEND:MODEL`` and ``ftkit stats`` ask it (through :func:`ftkit.models.resolve_target`), so
+        a name accepted by ``eval --base`` or a job's ``model`` is accepted there too.
+
+        Returns:
+            ``openai:<dated model>`` or ``hf:<local folder>``; None when no data rules are known.
+
+        Raises:
+            ConfigError: the backend does not know the model (say what would make it known).
+        """
+        return None
+
     def check(self, spec: JobSpec, config: BackendConfig) -> None:  # noqa: B027 - optional hook
         """Refuse, with a ConfigError or BackendUnavailableError, a job this backend cannot run."""
 

@@ -35,7 +35,10 @@ app = typer.Typer(
 # Piped output (scripts, CI logs) gets wide tables instead of ids wrapped across lines.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
-TargetOpt = Annotated[str | None, typer.Option("--target", help="openai:<model> or hf:<path>")]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="The model the data is for: openai:<model>, hf:<name or folder>, remote:<name>."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 

@@ -38,10 +38,11 @@ def _source(ref: str) -> Any:
 
 def _base_predictor(spec: str) -> tuple[Any, str]:
     from ftkit.backend import get_backend
+    from ftkit.models import parse_model_ref
 
-    backend, _, model = spec.partition(":")
-    be = get_backend(backend)
-    return be.base_model(model or None, be.parse_config({})), f"{backend}:{model or 'default'}"
+    ref = parse_model_ref(spec)  # the same BACKEND:MODEL syntax as --target
+    be = get_backend(ref.backend)
+    return be.base_model(ref.model, be.parse_config({})), str(ref)
 
 
 def _money(v: float | None) -> str:

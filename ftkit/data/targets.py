@@ -263,9 +263,23 @@ def _config_context(path: Path) -> int | None:
 
 
 def make_target(target: str | None, labels: Sequence[str] | None = None, preamble: str | None = None) -> Target:
-    """Build a target from ``openai:<model>``, ``hf:<path>``, or None (o200k counting, no rules)."""
+    """Build a target from ``openai:<model>``, ``hf:<model or folder>``, ``BACKEND:MODEL`` or None (o200k, no rules).
+
+    A model name is resolved by its backend (:func:`ftkit.models.resolve_target`), so ``hf:smollm2-135m``
+    means here what it means to ``eval --base`` and to a job.
+    """
     if target is None:
         return Target(labels, preamble)
+    from ftkit.models import resolve_target
+
+    try:
+        target = resolve_target(target)
+    except ConfigError as e:
+        if not target.startswith("hf:"):
+            raise
+        missing = HFTarget(target.removeprefix("hf:"), labels, preamble)  # a data finding, not a usage error
+        missing.load_issue = Issue(line=None, code="model_not_found", message=str(e))
+        return missing
     kind, _, rest = target.partition(":")
     if kind == "openai" and rest:
         return OpenAITarget(rest, labels, preamble)

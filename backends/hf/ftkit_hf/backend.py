@@ -68,6 +68,10 @@ class HFBackend(Backend):
         assert isinstance(config, HFConfig)
         return f"hf:{self._model_for(spec, config).path}"
 
+    def model_target(self, model: str) -> str | None:
+        """``hf:<folder>`` of a default name, an alias, a local folder or a ``.gguf`` file (converted once)."""
+        return f"hf:{resolve_model(model).path}"
+
     def describe(self) -> str:
         """E.g. ``CPU, bf16 (AMX), 2 threads``."""
         try:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.data.targets import OPENAI_ALIASES
 from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
 from ftkit.migrate.inventory import InventoryEntry
@@ -71,6 +72,10 @@ class OpenAIBackend(Backend):
 
     def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
         return f"openai:{spec.model or DEFAULT_MODEL}"
+
+    def model_target(self, model: str) -> str | None:
+        """``openai:<dated model>``: an alias (``gpt-4o-mini``) becomes the snapshot OpenAI trains."""
+        return f"openai:{OPENAI_ALIASES.get(model, model)}"
 
     def describe(self) -> str:
         closed = sunset.creation_closed(sunset.today())

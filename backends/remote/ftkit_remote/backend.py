@@ -65,6 +65,12 @@ class RemoteBackend(Backend):
 
         return f"hf:{resolve_model(spec.model).path}"
 
+    def model_target(self, model: str) -> str | None:
+        """The hf rules of the model (the hf trainer runs on the machine), resolved as the hf backend does."""
+        from ftkit_hf.models import resolve_model
+
+        return f"hf:{resolve_model(model).path}"
+
     def describe(self) -> str:
         """Providers and whether the trainer is installed."""
         try:
