@@ -23,6 +23,7 @@ from rich.table import Table
 from ftkit.cli_errors import FtkitGroup, debug_requested, report, set_debug
 from ftkit.errors import FtkitError
 from ftkit.redact import redact
+from ftkit.verbosity import set_verbose
 
 HELP = "Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate."
 app = typer.Typer(
@@ -47,9 +48,21 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files th
 def _root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (or FTKIT_DEBUG=1).")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Let transformers print its warnings and bars (or FTKIT_VERBOSE=1); else in the log.",
+        ),
+    ] = False,
 ) -> None:
-    """Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate."""
+    """Fine-tune on OpenAI, a laptop or a rented GPU; validate, estimate, evaluate.
+
+    transformers' warnings and loading bars go to $FTKIT_HOME/logs/libraries.log unless --verbose.
+    """
     set_debug(ctx, debug)
+    set_verbose(verbose)
 
 
 def print_json(obj: Any) -> None:
@@ -192,19 +205,33 @@ def train(
     backend: Annotated[str | None, typer.Option(help="Backend section of the config to use.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
     placebo: Annotated[bool, typer.Option("--placebo", help="Then train its placebo twin (labels permuted).")] = False,
+    log_every: Annotated[
+        int | None,
+        typer.Option(
+            "--log-every", min=1, help="Output not a terminal: a progress line every N steps (default ~20 a job)."
+        ),
+    ] = None,
 ) -> None:
-    """Create and start a job from a TOML/YAML config."""
+    """Create and start a job from a TOML/YAML config.
+
+    On a terminal a progress bar follows the job; otherwise (``nohup``, CI logs) timestamped lines do.
+    """
     from ftkit.job import FineTuneJob
     from ftkit.spec import JobSpec
 
+    # Said before anything slow (reading the data, loading a tokenizer): the first word comes at once.
+    out.print(f"{time.strftime('%H:%M:%S')} checking {config} and its data...", highlight=False)
+    sys.stdout.flush()
     job = FineTuneJob.create(JobSpec.from_file(config, backend=backend))
     twin = job.placebo() if placebo else None  # created up front: a data problem stops both before any spend
     est = job.record.estimated_cost
     out.print(f"created {job.id} on {job.backend_name}" + (f" (estimate ${est['usd']:.4f})" if est else ""))
+    sys.stdout.flush()
     job.start()
     out.print(f"started: {job.backend_job_id}")
+    sys.stdout.flush()
     if wait:
-        status = job.wait(progress=True)
+        status = job.wait(progress=True, log_every=log_every)
         out.print(f"{job.id}: {status.value}")
     if twin is not None:
         from ftkit.cli_evidence import follow_placebo

@@ -473,14 +473,19 @@ class FineTuneJob:
         return True
 
     def wait(
-        self, progress: bool = False, timeout: float | None = None, poll_interval: float | None = None
+        self,
+        progress: bool = False,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+        log_every: int | None = None,
     ) -> JobStatus:
         """Follow the job until it ends.
 
         Args:
-            progress: show a progress bar with steps, loss and ETA.
+            progress: show a progress bar with steps, loss and ETA (plain log lines when stdout is not a terminal).
             timeout: seconds to wait at most.
             poll_interval: seconds between polls; defaults to the backend's.
+            log_every: with ``progress`` and no terminal, a line every this many steps (default: about 20 per job).
 
         Returns:
             The final status (``succeeded`` or ``cancelled``).
@@ -497,7 +502,7 @@ class FineTuneJob:
         if progress:
             from ftkit.progress import JobProgress
 
-            bar = JobProgress(self.id).__enter__()
+            bar = JobProgress(self.id, log_every=log_every).__enter__()
         failures = 0
         try:
             while True:

@@ -6,7 +6,6 @@ Every test here acts on one job from two real processes, or kills/interrupts a r
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import signal
@@ -292,18 +291,3 @@ def test_non_finite_values_are_refused_wherever_they_come_from(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"spec: hyperparameters\.learning_rate: Input should be a finite number"):
         FineTuneJob.create(spec, backend="fake")
     assert JobStore().list() == []
-
-
-def test_progress_shows_a_nan_loss_and_the_failure(tmp_path: Path) -> None:
-    from rich.console import Console
-
-    from ftkit.progress import JobProgress
-
-    console = Console(file=io.StringIO(), record=True, width=200, force_terminal=False)
-    with JobProgress("ftk-x", console=console) as bar:
-        bar.update("running", [Event(kind="metrics", data={"step": 2, "total_steps": 9, "train_loss": 0.5})])
-        bar.update("failed", [Event(kind="metrics", data={"step": 3, "total_steps": 9, "train_loss": math.nan})],
-                   error="loss became nan at step 3")
-    text = console.export_text()
-    assert "3/9 steps train_loss=nan" in text.splitlines()[-1]  # the bad loss, not the last finite one
-    assert "failed: loss became nan at step 3" in text

@@ -180,6 +180,9 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ftkit_hf.quiet import quiet_libraries
+
+        quiet_libraries()
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -91,6 +91,9 @@ class HFPredictor:
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
         from ftkit_hf.engine.device import plan_device
+        from ftkit_hf.quiet import quiet_libraries
+
+        quiet_libraries()  # no "Loading weights" bar or load warnings in ftkit's output (ftkit --verbose shows them)
 
         plan = plan_device(device, precision)
         adapter_path = Path(adapter) if adapter is not None else None
