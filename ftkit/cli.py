@@ -44,9 +44,29 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
 
 
+def _print_version(value: bool) -> None:
+    """``ftkit --version``: ftkit's version and each installed backend's (read without importing them)."""
+    if not value:
+        return
+    from ftkit import __version__
+    from ftkit.backend import installed_backends
+
+    out.print(f"ftkit {__version__}", highlight=False)
+    for name, info in installed_backends().items():
+        where = f"{info.distribution} {info.version}" if info.distribution else "registered in-process"
+        out.print(f"  {name}: {where}", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print ftkit's and the backends' versions."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (or FTKIT_DEBUG=1).")] = False,
     verbose: Annotated[
         bool,
@@ -291,7 +311,24 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
             out.print(f"  {key}: {getattr(r, key)}")
     last = next((m for m in reversed(job.metrics()) if m.get("train_loss") is not None), None)
     if last:
-        out.print(f"  step {last.get('step')}/{last.get('total_steps', '?')}  train_loss {last['train_loss']}")
+        losses = "  ".join(f"{k} {_number(last[k])}" for k in ("train_loss", "valid_loss") if last.get(k) is not None)
+        out.print(f"  step {last.get('step')}/{last.get('total_steps', '?')}  {losses}", highlight=False)
+    for key, label in (("estimated_cost", "estimate"), ("actual_cost", "actual cost")):
+        cost = getattr(r, key)
+        if cost and cost.get("usd") is not None:
+            out.print(f"  {label}: {_usd(cost['usd'])}", highlight=False)
+
+
+def _number(value: Any) -> str:
+    """A loss or a price for people: 4 significant digits (0.3679, 1.235e-05), nan and inf as they are."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _usd(value: float) -> str:
+    """Cents for a dollar or more ($12.35), 2 significant digits below ($0.0031): a tiny job's cost is not $0.00."""
+    return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:.2g}"
 
 
 @app.command()

@@ -9,8 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from ftkit import FineTuneJob, JobSpec, register_backend
+from ftkit.backend import installed_backends
+from ftkit.cli import app
+from ftkit.events import Event
+from ftkit.store import JobStore
 from ftkit.testing import FakeBackend
 from tests.helpers import chat, spam_rows, write_jsonl
 
@@ -124,3 +129,34 @@ def test_backends_lists_installed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cmd", [["--help"], ["validate", "--help"], ["jobs", "--help"]])
 def test_help(cmd: list[str]) -> None:
     assert ftkit(*cmd).returncode == 0
+
+
+def test_status_rounds_its_numbers(tmp_path: Path) -> None:
+    """Before: ``train_loss 0.36787944117144233``; the loss and the costs are rounded for people."""
+    register_backend(FakeBackend)
+    spec = JobSpec(task="classification", train=write_jsonl(tmp_path / "t.jsonl", spam_rows()))
+    job = FineTuneJob.create(spec, backend="fake", options={"steps": 3, "seconds_per_step": 0.01,
+                                                            "usd_per_step": 0.0012345})  # fmt: skip
+    job.start()
+    job.wait(timeout=30)
+    JobStore().add_events(job.id, [Event(kind="metrics", data={"step": 3, "total_steps": 3, "train_loss": 1 / 3,
+                                                                "valid_loss": float("nan")})])  # fmt: skip
+    res = CliRunner().invoke(app, ["status", job.id])
+    assert res.exit_code == 0, res.output
+    assert "step 3/3  train_loss 0.3333  valid_loss nan" in res.output
+    assert "estimate: $0.0037" in res.output and "actual cost: $0.0037" in res.output
+    assert "0.33333" not in res.output
+
+
+def test_version_lists_ftkit_and_backends() -> None:
+    import ftkit
+
+    r = subprocess.run([sys.executable, "-c", RUN, "--version"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **PLUGIN_ENV})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"ftkit {ftkit.__version__}"
+    assert "  fake: registered in-process" in lines
+    for name, info in installed_backends().items():
+        if info.distribution:
+            assert f"  {name}: {info.distribution} {info.version}" in lines
