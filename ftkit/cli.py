@@ -160,19 +160,39 @@ def stats(
 @app.command()
 def convert(
     path: Path,
-    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the chat JSONL.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSONL.")],
     labels: Annotated[str | None, typer.Option(help="Comma-separated label vocabulary.")] = None,
     preamble: Annotated[str | None, typer.Option(help="System prompt; {labels} is filled in.")] = None,
+    text_col: Annotated[str, typer.Option("--text-col", help="The column (or JSON key) holding the text.")] = "text",
+    label_col: Annotated[
+        str, typer.Option("--label-col", help="The column (or JSON key) holding the label.")
+    ] = "label",
+    to: Annotated[
+        str, typer.Option("--to", help="chat (prompt + answer) or classification (text/label lines).")
+    ] = "chat",
     force: ForceOpt = False,
 ) -> None:
-    """Turn a classification file (text + label) into chat examples. PATH is never modified.
+    """Turn classification data (JSONL, or CSV/TSV with a header) into chat examples. PATH is never modified.
 
-    Nothing is written when a line of PATH is not a valid example (exit 1) or OUT exists (exit 2, unless --force).
+    Nothing is written when a row of PATH is not a valid example (exit 1, naming file:line) or OUT exists
+    (exit 2, unless --force).
     """
     from ftkit.data import convert_file
+    from ftkit.errors import ConfigError
 
-    n = convert_file(path, output, labels=labels.split(",") if labels else None, preamble=preamble, force=force)
-    out.print(f"wrote {n} chat examples to {output}")
+    if to not in ("chat", "classification"):
+        raise ConfigError(f"--to {to!r}: expected chat or classification")
+    n = convert_file(
+        path,
+        output,
+        labels=labels.split(",") if labels else None,
+        preamble=preamble,
+        force=force,
+        text_col=text_col,
+        label_col=label_col,
+        to="chat" if to == "chat" else "classification",
+    )
+    out.print(f"wrote {n} {'chat' if to == 'chat' else 'classification'} examples to {output}")
 
 
 @app.command()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftkit.data.reader import iter_objects, require_file
 from ftkit.data.scan import DatasetStats, ValidationReport, build_stats, scan
 from ftkit.data.targets import make_target
 from ftkit.errors import DatasetError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Dataset:
@@ -32,6 +35,70 @@ class Dataset:
             DatasetError: the file does not exist or is a folder.
         """
         return cls(require_file(path, DatasetError))
+
+    @classmethod
+    def from_pandas(
+        cls,
+        frame: pd.DataFrame,
+        path: str | Path,
+        *,
+        text_col: str = "text",
+        label_col: str = "label",
+        labels: Sequence[str] | None = None,
+        force: bool = False,
+    ) -> Dataset:
+        """Write a DataFrame's text and label columns as a classification JSONL file, and open it.
+
+        A Dataset is a file on disk (jobs record its sha256 and read it in a stream), so the frame is
+        written first, atomically. Every row is checked before: a missing or empty text or label,
+        or a label outside ``labels``, is an error naming the row's index.
+
+        Example:
+            >>> ds = Dataset.from_pandas(df, "train.jsonl", text_col="review", label_col="sentiment")
+
+        Raises:
+            DatasetError: a column is missing or rows are bad (all listed, up to 10).
+            ConfigError: ``path`` exists (without ``force``).
+        """
+        from ftkit.data.tables import frame_rows
+
+        rows = frame_rows(frame, text_col=text_col, label_col=label_col, labels=labels)
+        return cls._write(rows, path, force=force, inputs=())
+
+    @classmethod
+    def from_csv(
+        cls,
+        csv_path: str | Path,
+        path: str | Path,
+        *,
+        text_col: str = "text",
+        label_col: str = "label",
+        labels: Sequence[str] | None = None,
+        force: bool = False,
+    ) -> Dataset:
+        """Write a CSV/TSV file's text and label columns as a classification JSONL file, and open it.
+
+        Raises:
+            DatasetError: the CSV lacks a column or has bad rows (each named ``file:line``).
+            ConfigError: ``path`` exists (without ``force``) or is ``csv_path``.
+        """
+        from ftkit.data.tables import csv_rows
+
+        rows = csv_rows(csv_path, text_col=text_col, label_col=label_col, labels=labels)
+        return cls._write(rows, path, force=force, inputs=(csv_path,))
+
+    @classmethod
+    def _write(
+        cls, rows: list[dict[str, str]], path: str | Path, *, force: bool, inputs: Sequence[str | Path]
+    ) -> Dataset:
+        import orjson
+
+        from ftkit.atomic import atomic_write_bytes
+        from ftkit.outputs import check_outputs
+
+        (target,) = check_outputs([path], inputs=inputs, force=force)
+        atomic_write_bytes(target, b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        return cls.load(target)
 
     def __repr__(self) -> str:
         return f"Dataset({str(self.path)!r})"
