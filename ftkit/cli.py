@@ -203,16 +203,29 @@ def split(
     test: float = 0.1,
     seed: int = 0,
     force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Deterministic stratified train/validation/test split by seed. PATH is never modified.
+    """Deterministic stratified train/validation/test split by seed; prints each part's examples and labels.
+
+    PATH is never modified.
 
     Examples are copied byte for byte. Nothing is written when a line of PATH is not a JSON object
     (exit 1) or a part exists in the folder (exit 2, unless --force).
     """
-    from ftkit.data import split_file
+    from ftkit.data.split import count_parts, split_file
 
-    for name, p in split_file(path, out_dir, validation=validation, test=test, seed=seed, force=force).items():
-        out.print(f"{name}: {p}")
+    parts = count_parts(split_file(path, out_dir, validation=validation, test=test, seed=seed, force=force))
+    if as_json:
+        print_json({name: part.model_dump(mode="json") for name, part in parts.items()})
+        return
+    labels = sorted({label for part in parts.values() for label in part.labels})
+    t = Table("part", "examples", *labels, "file", title=f"{path} split with seed {seed}")
+    for col in t.columns[1 : 2 + len(labels)]:
+        col.justify = "right"
+    for name, part in parts.items():
+        shares = [f"{part.labels.get(lab, 0)} ({part.labels.get(lab, 0) / part.examples:.0%})" for lab in labels]
+        t.add_row(name, str(part.examples), *shares, str(part.path))
+    out.print(t)
 
 
 # ------------------------------------------------------------------------------ backends and jobs

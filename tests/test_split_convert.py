@@ -56,3 +56,26 @@ def test_convert_refuses_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="invalid_text"):
         convert_file(src, tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_split_prints_examples_and_labels_per_part(tmp_path: Path) -> None:
+    """Before: ``train: DIR/train.jsonl`` and nothing about what went where."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ftkit.cli import app
+
+    src = write_jsonl(tmp_path / "all.jsonl", rows())
+    res = CliRunner().invoke(app, ["split", str(src), "--out", str(tmp_path / "p"), "--test", "0.2", "--json"])
+    assert res.exit_code == 0, res.output
+    parts = json.loads(res.stdout)
+    assert {k: (v["examples"], v["labels"]) for k, v in parts.items()} == {
+        "train": (140, {"common": 126, "rare": 14}),
+        "validation": (20, {"common": 18, "rare": 2}),
+        "test": (40, {"common": 36, "rare": 4}),
+    }
+    res = CliRunner().invoke(app, ["split", str(src), "--out", str(tmp_path / "p"), "--force"])
+    assert res.exit_code == 0, res.output
+    train = next(line for line in res.stdout.splitlines() if "train" in line)
+    assert "160" in train and "144 (90%)" in train and "16 (10%)" in train

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from ftkit.atomic import write_files_atomically
 from ftkit.data.formats import label_str
@@ -104,3 +106,30 @@ def split_file(
     check_outputs(targets.values(), inputs=[src], force=force)
     write_files_atomically({targets[name]: b"".join(lines[i].raw + b"\n" for i in parts[name]) for name in targets})
     return targets
+
+
+class SplitPart(BaseModel):
+    """One written part of a split, counted: what ``ftkit split`` prints.
+
+    Attributes:
+        path: the part's file.
+        examples: its number of examples.
+        labels: examples per label (sorted by label), empty for data without labels.
+    """
+
+    path: Path = Field(description="The part's file.")
+    examples: int = Field(description="Examples in the part.")
+    labels: dict[str, int] = Field(default_factory=dict, description="Examples per label; empty without labels.")
+
+
+def count_parts(parts: dict[str, Path]) -> dict[str, SplitPart]:
+    """Examples and label counts of each part :func:`split_file` wrote, read back from the files.
+
+    Read from the files rather than remembered from the split, so what is printed is what was written.
+    """
+    out = {}
+    for name, path in parts.items():
+        objs = [ln.obj for ln in iter_objects(path)]
+        labels = Counter(label_str(o["label"]) for o in objs if "label" in o)
+        out[name] = SplitPart(path=path, examples=len(objs), labels=dict(sorted(labels.items())))
+    return out
