@@ -425,16 +425,29 @@ def _evaluate_preference(
     return report
 
 
+def job_label(job: Any) -> str:
+    """A job as a comparison names it: ``backend:model`` (``hf:smollm2-135m``), what a reader compares."""
+    rec = job.record
+    return f"{rec.backend}:{rec.spec.get('model') or 'default'}"  # the base model; None: the backend's default
+
+
 def _names(models: Mapping[str, Source] | Sequence[Source]) -> list[tuple[str, Source]]:
+    """A name per model: given, or ``backend:model`` for a job, a file's stem, ``model<i>`` otherwise.
+
+    Two jobs of the same backend and model are told apart by their ids.
+    """
     if isinstance(models, Mapping):
         return [(str(k), v) for k, v in models.items()]
+    labels = [job_label(m) for m in models if _is_job(m)]
     out: list[tuple[str, Source]] = []
     seen: set[str] = set()
     for i, m in enumerate(models):
         if isinstance(m, EvaluationReport):
             base = m.name
         elif _is_job(m):
-            base = m.record.id
+            base = job_label(m)
+            if labels.count(base) > 1:
+                base = f"{base} ({m.record.id})"
         elif isinstance(m, (str, Path)):
             base = Path(m).stem
         else:
@@ -474,7 +487,8 @@ def compare(
             :class:`EvaluationReport` already computed on ``data``.
         data: the shared reference file or rows.
         labels: the shared label vocabulary.
-        reference: the name of the model the others must not be worse than; defaults to the first.
+        reference: the name (or, for a job, its id) of the model the others must not be worse than;
+            defaults to the first. Jobs given as a list are named ``backend:model``.
         margin: the accuracy loss the non-inferiority and equivalence tests allow (0.05 = five points).
         alpha: the one-sided significance level of those tests.
         **kwargs: passed to :func:`evaluate` (calibrate, bootstrap, progress...).
@@ -495,6 +509,8 @@ def compare(
     if len(sizes) != 1:
         raise EvaluationError(f"the models were evaluated on test sets of different sizes: {sorted(sizes)}")
     ref_name = reference if reference is not None else next(iter(reports))
+    if ref_name not in reports:  # a job named by its id (``ftkit compare ... --reference ftk-...``)
+        ref_name = next((n for n, m in named if _is_job(m) and m.record.id == ref_name), ref_name)
     if ref_name not in reports:
         raise EvaluationError(f"reference {ref_name!r} is not one of the models compared: {', '.join(reports)}")
     pairs = []

@@ -96,13 +96,31 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], rows: Sequence[str], colu
     return to_data_uri(fig)
 
 
-def loss_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
-    """Training (solid) and validation (dashed) loss against step for each model that has them."""
+def loss_axis(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """What the loss plot's x axis counts: ``step``, ``epoch`` or ``share`` (of each model's training).
+
+    Steps compare like with like only when every model took the same number of them; models trained
+    with other batch sizes or data sizes (hf and OpenAI, say) are put on epochs instead, which every
+    backend reports, or failing that on the share of training done (step / total steps).
+    """
+    totals = {_total_steps(points) for points in curves.values() if points}
+    if len(totals) <= 1:
+        return "step"
+    if all(any(p.get("epoch") is not None for p in points) for points in curves.values() if points):
+        return "epoch"
+    return "share"
+
+
+def loss_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any | None:
+    """The figure of :func:`loss_curves` (None when no model has a loss), for callers that add to it."""
     fig, ax = _figure(6.0, 4.0)
+    axis = loss_axis(curves)
     drawn = False
     for name, points in curves.items():
+        total = _total_steps(points)
         for key, style in (("train_loss", "-"), ("valid_loss", "--")):
-            xy = [(p.get("step", i), p[key]) for i, p in enumerate(points) if p.get(key) is not None]
+            xy = [(_x(p, i, axis, total), p[key]) for i, p in enumerate(points) if p.get(key) is not None]
+            xy = [(x, y) for x, y in xy if x is not None]
             if xy:
                 xs, ys = zip(*xy, strict=True)
                 ax.plot(
@@ -115,23 +133,72 @@ def loss_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None
                 drawn = True
     if not drawn:
         return None
-    ax.set(xlabel="step", ylabel="loss", title="Training loss")
+    xlabel = {"step": "step", "epoch": "epoch", "share": "share of training (step / total steps)"}[axis]
+    title = "Training loss" + (" (by epoch: the models took different numbers of steps)" if axis == "epoch" else "")
+    ax.set(xlabel=xlabel, ylabel="loss", title=title)
     ax.legend(fontsize=8)
-    return to_data_uri(fig)
+    return fig
 
 
-def cost_bars(costs: Mapping[str, Mapping[str, float | None]]) -> str | None:
-    """Estimated and actual dollars per model, side by side."""
+def loss_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
+    """Training (solid) and validation (dashed) loss for each model that has them, on steps or epochs.
+
+    The x axis is chosen by :func:`loss_axis`: steps when all models took the same number, else epochs.
+    """
+    fig = loss_figure(curves)
+    return None if fig is None else to_data_uri(fig)
+
+
+def _total_steps(points: Sequence[Mapping[str, Any]]) -> int:
+    totals = [int(p["total_steps"]) for p in points if p.get("total_steps")]
+    if totals:
+        return max(totals)
+    return max((int(p.get("step") or 0) for p in points), default=0)
+
+
+def _x(point: Mapping[str, Any], index: int, axis: str, total: int) -> float | None:
+    if axis == "epoch":
+        epoch = point.get("epoch")
+        return None if epoch is None else float(epoch)
+    step = point.get("step", index)
+    if axis == "share":
+        return float(step) / total if total else None
+    return float(step)
+
+
+LOG_SCALE_RATIO = 100.0  # two orders of magnitude apart: a linear axis draws the cheaper bar as nothing
+
+
+def cost_figure(costs: Mapping[str, Mapping[str, float | None]]) -> Any | None:
+    """The figure of :func:`cost_bars` (None when no model has a cost)."""
     names = [n for n, c in costs.items() if c.get("estimated") is not None or c.get("actual") is not None]
     if not names:
         return None
     fig, ax = _figure(max(4.0, 1.2 * len(names) + 2), 3.5)
     x = np.arange(len(names))
-    est = [costs[n].get("estimated") or 0.0 for n in names]
-    act = [costs[n].get("actual") or 0.0 for n in names]
-    ax.bar(x - 0.2, est, width=0.4, label="estimated")
-    ax.bar(x + 0.2, act, width=0.4, label="actual")
+    est = [costs[n].get("estimated") for n in names]
+    act = [costs[n].get("actual") for n in names]
+    positive = [v for v in (*est, *act) if v is not None and v > 0]
+    log = bool(positive) and max(positive) / min(positive) >= LOG_SCALE_RATIO
+    for offset, values, label in ((-0.2, est, "estimated"), (0.2, act, "actual")):
+        heights = [v or 0.0 for v in values]
+        bars = ax.bar(x + offset, heights, width=0.4, label=label)
+        # Each bar says its amount: on a log axis a $0 bar is not drawn at all, and a reader should not guess.
+        ax.bar_label(bars, labels=["-" if v is None else _usd(v) for v in values], fontsize=7, padding=2)
     ax.set_xticks(x, labels=names, rotation=20, ha="right")
-    ax.set(ylabel="USD", title="Cost per model")
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(min(positive) / 3, max(positive) * 5)  # room for the labels above the bars
+    ax.set(ylabel="USD (log scale)" if log else "USD", title="Cost per model")
     ax.legend(fontsize=8)
-    return to_data_uri(fig)
+    return fig
+
+
+def cost_bars(costs: Mapping[str, Mapping[str, float | None]]) -> str | None:
+    """Estimated and actual dollars per model, side by side; a log axis when they differ by orders of magnitude."""
+    fig = cost_figure(costs)
+    return None if fig is None else to_data_uri(fig)
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.2g}"
