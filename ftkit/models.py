@@ -60,6 +60,12 @@ def resolve_target(target: str) -> str:
     from ftkit.backend import get_backend, installed_backends
 
     ref = parse_model_ref(target)
+    if ref.backend == "openai" and ref.model:
+        # The core table the openai backend's hook reads too; answered here so that checking data
+        # against OpenAI's rules never imports the openai SDK (a second on every `validate`).
+        from ftkit.data.targets import OPENAI_ALIASES
+
+        return f"openai:{OPENAI_ALIASES.get(ref.model, ref.model)}"
     if ref.model is None or ref.backend not in installed_backends():
         if ref.backend in ("openai", "hf"):
             return target
