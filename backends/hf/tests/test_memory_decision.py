@@ -1,0 +1,80 @@
+"""The memory plan's choices before anything is loaded: shorter passes, then gradient checkpointing, and a
+QLoRA suggestion; recorded in the manifest and applied by the worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ftkit_hf.memory_plan import FIT_FRACTION, GIB, MIN_PASS_TOKENS, ModelShape, decide_memory, plan_memory
+
+import ftkit
+from ftkit import JobStatus
+
+QWEN_05B = ModelShape(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                      num_key_value_heads=2, vocab_size=151936, head_dim=64, tie_word_embeddings=True)
+LLAMA_8B = ModelShape(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, head_dim=128, tie_word_embeddings=False)
+
+
+def test_a_step_that_fits_is_left_alone():
+    d = decide_memory(QWEN_05B, 80 * GIB, batch_tokens=8192, longest_example=100)
+    assert d.fits and not d.gradient_checkpointing and d.pass_tokens == 8192 and d.message == ""
+
+
+def test_shorter_passes_come_first_then_checkpointing_when_one_example_fills_the_pass():
+    short = decide_memory(QWEN_05B, 6 * GIB, batch_tokens=8192, longest_example=300)
+    assert short.fits and not short.gradient_checkpointing and short.pass_tokens < 8192
+    assert "passes of" in short.message
+    # A 4,096-token example cannot be split: only checkpointing makes the step fit, with whole-step passes.
+    ckpt = decide_memory(QWEN_05B, 6 * GIB, batch_tokens=8192, longest_example=4096)
+    assert ckpt.fits and ckpt.gradient_checkpointing and ckpt.automatic and ckpt.pass_tokens == 8192
+    assert "gradient checkpointing on" in ckpt.message
+    assert not plan_memory(QWEN_05B, pass_tokens=4096).fits(6 * GIB)  # without it, not even one example fits
+    assert ckpt.manifest()["planned_total_bytes"] <= FIT_FRACTION * 6 * GIB
+
+
+def test_the_user_overrides_the_switch_and_is_told_what_would_fit():
+    off = decide_memory(QWEN_05B, 6 * GIB, batch_tokens=8192, longest_example=4096, gradient_checkpointing=False)
+    assert not off.fits and not off.gradient_checkpointing
+    assert "gradient_checkpointing=true would" in off.message
+    on = decide_memory(QWEN_05B, 80 * GIB, batch_tokens=8192, gradient_checkpointing=True)
+    assert on.fits and on.gradient_checkpointing and not on.automatic
+    kept = decide_memory(QWEN_05B, 6 * GIB, batch_tokens=8192, pass_tokens=8192, configured_pass_tokens=True,
+                         gradient_checkpointing=False)
+    assert kept.pass_tokens == 8192  # a configured pass length is never changed
+
+
+def test_qlora_is_suggested_on_cuda_never_switched_to():
+    d = decide_memory(LLAMA_8B, 16 * GIB, batch_tokens=4096, precision="fp16", longest_example=2048)
+    assert not d.fits and d.qlora_would_fit and d.plan is not None and d.plan.method == "lora"
+    assert "method='qlora' would" in d.message
+    cpu = decide_memory(LLAMA_8B, 16 * GIB, batch_tokens=4096, device="cpu", precision="fp32")
+    assert not cpu.fits and not cpu.qlora_would_fit  # no QLoRA off CUDA
+    assert decide_memory(LLAMA_8B, None, batch_tokens=4096).fits  # unknown memory: nothing changed
+
+
+@pytest.mark.slow
+def test_a_job_turns_checkpointing_on_records_it_and_trains(spam_files, tiny_llama_dir, ftkit_home):
+    # A memory limit between the tiny model's plans with and without checkpointing at the shortest passes:
+    # the decision must take both levers (passes and checkpointing), record them, and the worker apply them.
+    shape = ModelShape.from_model_dir(tiny_llama_dir)
+    kw = dict(device="cpu", precision="fp32", pass_tokens=MIN_PASS_TOKENS)
+    without = plan_memory(shape, **kw).total_bytes
+    with_ckpt = plan_memory(shape, gradient_checkpointing=True, **kw).total_bytes
+    assert with_ckpt < without
+    limit_gb = (with_ckpt + without) / 2 / FIT_FRACTION / GIB
+    spec = ftkit.JobSpec(task="classification", model=str(tiny_llama_dir), train=spam_files["train"],
+                         labels=["ham", "spam"], hyperparameters=ftkit.Hyperparameters(epochs=1))
+    job = ftkit.FineTuneJob.create(spec, backend="hf", options={
+        "device": "cpu", "precision": "fp32", "max_steps": 2, "batch_tokens": 512, "memory_limit_gb": limit_gb})
+    job.start()
+    assert job.wait(timeout=300) is JobStatus.SUCCEEDED
+    memory = ftkit.FineTuneJob.get(job.id).record.manifest["memory"]
+    assert memory["gradient_checkpointing"] and memory["automatic"] and memory["fits"]
+    assert memory["pass_tokens"] == MIN_PASS_TOKENS
+    events = [json.loads(x) for x in (job.workdir / "events.jsonl").read_text().splitlines()]
+    assert any("gradient checkpointing on" in e["message"] for e in events)
+    spec_file = json.loads((Path(job.workdir) / "spec.json").read_text())
+    assert spec_file["memory"] == memory  # what the worker applied is what the manifest says
