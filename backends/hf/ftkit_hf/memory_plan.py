@@ -477,6 +477,7 @@ class MemoryDecision(BaseModel):
         return {"capacity_bytes": self.capacity_bytes, "pass_tokens": self.pass_tokens,
                 "gradient_checkpointing": self.gradient_checkpointing, "automatic": self.automatic,
                 "fits": self.fits, "qlora_would_fit": self.qlora_would_fit,
+                "precision": self.plan.precision if self.plan else None,
                 "planned_total_bytes": self.plan.total_bytes if self.plan else None, "message": self.message}
 
 
@@ -598,3 +599,47 @@ def job_memory_decision(model_config: Mapping[str, Any] | Any, config: Any, *, d
                          method=config.method, lora_rank=config.lora_r, pass_tokens=pass_tokens,
                          configured_pass_tokens=config.pass_tokens is not None, longest_example=longest_example,
                          gradient_checkpointing=config.gradient_checkpointing)
+
+
+def gpu_fit_line(model: str, gpu: str, *, gpu_memory_gb: float | None = None, options: Mapping[str, Any] | None = None,
+                 longest_example: int = 0) -> str | None:
+    """One estimate line: whether an hf job on ``model`` fits a ``gpu`` (for ``ftkit estimate``'s GPU rows).
+
+    The plan uses the job's ``[hf]`` options (defaults where none), the precision the GPU trains in (fp16 on T4 and
+    V100, else bf16) and the memory the catalogue gives the GPU; it may shorten passes or turn gradient
+    checkpointing on, as the worker would.
+
+    Args:
+        model: a model name or local folder (ftkit-hf's; its ``config.json`` is read, nothing is loaded).
+        gpu: a GPU name from :data:`ftkit.costs.catalogue.GPUS`.
+        gpu_memory_gb: the GPU's memory (None: the catalogue's).
+        options: the job's ``[hf]`` options.
+        longest_example: tokens of the longest training example (0: unknown).
+
+    Returns:
+        The line, or None when the plan cannot tell (the model folder is not there yet, an encoder, a GPU the
+        catalogue lacks).
+    """
+    from ftkit.costs.catalogue import gpu_spec
+    from ftkit_hf.config import HFConfig
+    from ftkit_hf.models import resolve_model
+
+    try:
+        memory = gpu_memory_gb or gpu_spec(gpu).memory_gb
+        path = resolve_model(model, convert=False).path
+        model_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = HFConfig.model_validate(dict(options or {}))
+    except (ConfigError, OSError, ValueError):
+        return None
+    precision = gpu_precision(gpu) if config.precision == "auto" else config.precision
+    decision = job_memory_decision(model_config, config, device="cuda", precision=precision,
+                                   longest_example=longest_example, capacity_bytes=int(memory * 10**9))
+    if decision is None or decision.plan is None:
+        return None
+    where = f"a {memory:g} GB {gpu} ({precision})"
+    if not decision.fits:
+        return f"memory: does NOT fit {where}: {decision.message.removeprefix('memory plan: ')}"
+    extra = " with gradient checkpointing" if decision.gradient_checkpointing else ""
+    if "passes of" in decision.message:
+        extra += f" in {decision.pass_tokens}-token passes"
+    return f"memory: fits {where}{extra}, about {decision.plan.total_bytes / GIB:.1f} GiB at the peak"

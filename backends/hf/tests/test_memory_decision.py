@@ -78,3 +78,28 @@ def test_a_job_turns_checkpointing_on_records_it_and_trains(spam_files, tiny_lla
     assert any("gradient checkpointing on" in e["message"] for e in events)
     spec_file = json.loads((Path(job.workdir) / "spec.json").read_text())
     assert spec_file["memory"] == memory  # what the worker applied is what the manifest says
+
+
+BIG_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 5120,
+              "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40,
+              "num_key_value_heads": 40, "vocab_size": 49152, "max_position_embeddings": 4096,
+              "tie_word_embeddings": False}  # Llama-2-13B's dimensions: ~26 GB of bf16 weights
+
+
+def test_ftkit_estimate_says_which_gpus_the_model_fits(tmp_path: Path, smollm2_tokenizer, spam_files):
+    from ftkit.costs import estimate_all
+
+    model = tmp_path / "big"
+    smollm2_tokenizer.save_pretrained(str(model))
+    (model / "config.json").write_text(json.dumps(BIG_CONFIG))
+    config = tmp_path / "ftkit.toml"
+    config.write_text(f'task = "classification"\nmodel = "{model}"\ntrain = "{spam_files["train"]}"\n'
+                      'labels = ["ham", "spam"]\n[costs]\ngpus = ["RTX 4090", "A100 80GB"]\n'
+                      "model_parameters = 13e9\n")
+    report = estimate_all(config=config, backends=["remote"])
+    lines = {row.target: [a for a in row.assumptions if a.startswith("memory:")] for row in report.rows}
+    small = [v for k, v in lines.items() if "RTX 4090" in k]
+    big = [v for k, v in lines.items() if "A100 80GB" in k]
+    assert small and all(v and v[0].startswith("memory: does NOT fit a 24 GB RTX 4090 (bf16)") for v in small)
+    assert big and all(v and v[0].startswith("memory: fits a 80 GB A100 80GB (bf16)") for v in big)
+
