@@ -94,7 +94,7 @@ def test_ftkit_estimate_says_which_gpus_the_model_fits(tmp_path: Path, smollm2_t
     (model / "config.json").write_text(json.dumps(BIG_CONFIG))
     config = tmp_path / "ftkit.toml"
     config.write_text(f'task = "classification"\nmodel = "{model}"\ntrain = "{spam_files["train"]}"\n'
-                      'labels = ["ham", "spam"]\n[costs]\ngpus = ["RTX 4090", "A100 80GB"]\n'
+                      'labels = ["ham", "spam"]\n[costs]\ngpus = ["RTX 4090", "A100 80GB", "T4"]\n'
                       "model_parameters = 13e9\n")
     report = estimate_all(config=config, backends=["remote"])
     lines = {row.target: [a for a in row.assumptions if a.startswith("memory:")] for row in report.rows}
@@ -102,4 +102,19 @@ def test_ftkit_estimate_says_which_gpus_the_model_fits(tmp_path: Path, smollm2_t
     big = [v for k, v in lines.items() if "A100 80GB" in k]
     assert small and all(v and v[0].startswith("memory: does NOT fit a 24 GB RTX 4090 (bf16)") for v in small)
     assert big and all(v and v[0].startswith("memory: fits a 80 GB A100 80GB (bf16)") for v in big)
+    t4 = [v for k, v in lines.items() if " T4 " in k]
+    assert t4 and all("(fp16)" in v[0] and "method='qlora' would" in v[0] for v in t4)  # T4: fp16, no bf16
 
+
+def test_the_catalogue_gpus_without_bf16_train_in_fp16():
+    from ftkit_hf.memory_plan import gpu_precision
+
+    from ftkit.costs.catalogue import GPUS, gpu_rates
+
+    fp16 = {name for name in GPUS if gpu_precision(name) == "fp16"}
+    assert fp16 == {"T4", "V100 16GB", "V100 32GB"}  # Turing and Volta: no bf16; Ampere and later have it
+    assert gpu_rates("T4") and gpu_rates("V100 32GB")  # priced, with their sources and dates
+    assert all(r.source and r.as_of for r in gpu_rates("T4") + gpu_rates("V100 32GB"))
+    # The names providers use for the same cards.
+    assert {gpu_precision(n) for n in ("Tesla T4", "Tesla V100-SXM2-16GB", "V100 PCIe", "RTX 2080 Ti")} == {"fp16"}
+    assert {gpu_precision(n) for n in ("A100 SXM4", "RTX 4090", "L4", "H100 80GB HBM3", "A10G")} == {"bf16"}
