@@ -207,7 +207,7 @@ class HFBackend(Backend):
         epochs = training.epochs
         tokens = round(training.mean_tokens * training.examples) * epochs
         # Printed by `ftkit create` with the other assumptions, and kept in the manifest (merged at the next poll).
-        ctx.state["manifest"] = {"training": training.model_dump(mode="json")}
+        ctx.state["manifest"] = {"training": training.model_dump(mode="json")} | _revision(prep["model"])
         tps, source = self._speed(prep["model"], config, plan, processes)
         hours = tokens / tps / 3600
         watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
@@ -284,7 +284,7 @@ class HFBackend(Backend):
                 files.data / "validation.jsonl"))
         memory = _memory_decision(prep, config)  # gradient checkpointing / shorter passes, before loading
         ctx.state["manifest"] = {"training": plan.model_dump(mode="json")} | (
-            {"memory": memory.manifest()} if memory else {})
+            {"memory": memory.manifest()} if memory else {}) | _revision(prep["model"])
         spec = {
             "job_id": ctx.id,
             "task": ctx.spec.task,
@@ -301,6 +301,7 @@ class HFBackend(Backend):
             "training": plan.model_dump(mode="json"),
             "config": config.model_dump(),
             "memory": memory.manifest() if memory else None,
+            **_revision(prep["model"]),
         }
         atomic_write_text(files.spec, json.dumps(spec, indent=1))
         pid = self._start_worker(ctx, files, config)
@@ -580,3 +581,11 @@ def _memory_decision(prep: dict[str, Any], config: HFConfig) -> MemoryDecision |
     model_config = json.loads((prep["model"].path / "config.json").read_text(encoding="utf-8"))
     return job_memory_decision(model_config, config, device=plan.device, precision=plan.precision,
                                longest_example=prep["longest"])
+
+
+def _revision(model: ResolvedModel) -> dict[str, Any]:
+    """The manifest's pin of a Hub model: its id and the commit trained on (``org/name@<commit>`` asks for it)."""
+    if model.revision is None:
+        return {}
+    repo = model.name.partition("@")[0]
+    return {"model_revision": {"repo": repo, "commit": model.revision, "pinned": f"{repo}@{model.revision}"}}
