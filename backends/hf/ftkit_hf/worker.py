@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,7 +235,8 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         if spec.get("validation"):
             valid_rows, _ = prepare_head_file(spec["validation"], tokenizer=tokenizer, labels=labels,
                                               max_length=max_length)
-        model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id)
+        model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id,
+                                 lambda note: files.append_event("message", note) if writer and note else None)
         if stop():
             return {"status": "cancelled"}
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
@@ -357,15 +359,16 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
     return get_peft_model(model, lora)
 
 
-def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_id: int | None) -> Any:
+def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_id: int | None,
+                     say: Callable[[str], None] = lambda note: None) -> Any:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch.float32,
-        pad_token_id=pad_id,  # decoder models with a head find the last real token through it
-    )
+    from ftkit_hf.pretrained_head import load_head_model
+
+    # A trained classifier (its own label map) keeps its head when the job's labels are its labels.
+    model, note = load_head_model(model_path, labels, dtype=torch.float32,
+                                  pad_token_id=pad_id)  # decoder models with a head find the last real token by it
+    say(note)
     if config.method == "full":
         return model
     from peft import LoraConfig, get_peft_model

@@ -25,22 +25,22 @@ MAIN = "1" * 40
 V1 = "2" * 40
 
 
-def _hub_cache(root: Path, model_dir: Path) -> Path:
-    """A Hugging Face cache holding REPO at two commits: main -> MAIN, tag v1 -> V1 (the same files)."""
-    repo = root / ("models--" + REPO.replace("/", "--"))
-    (repo / "blobs").mkdir(parents=True)
+def _hub_cache(root: Path, model_dir: Path, repo: str = REPO) -> Path:
+    """A Hugging Face cache holding ``repo`` at two commits: main -> MAIN, tag v1 -> V1 (the same files)."""
+    folder = root / ("models--" + repo.replace("/", "--"))
+    (folder / "blobs").mkdir(parents=True)
     for commit in (MAIN, V1):
-        snap = repo / "snapshots" / commit
+        snap = folder / "snapshots" / commit
         snap.mkdir(parents=True)
         for f in model_dir.iterdir():
             data = f.read_bytes()
-            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
             if not blob.exists():
                 blob.write_bytes(data)
             (snap / f.name).symlink_to(os.path.relpath(blob, snap))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(MAIN)
-    (repo / "refs" / "v1").write_text(V1)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(MAIN)
+    (folder / "refs" / "v1").write_text(V1)
     return root
 
 
