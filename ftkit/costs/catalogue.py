@@ -163,6 +163,23 @@ GPUS: dict[str, GpuSpec] = {
         GpuSpec(name="RTX 3090", bf16_tflops=71, watts=350, memory_gb=24, source=f"{_NV} [unverified]"),
         GpuSpec(name="A10", bf16_tflops=125, watts=150, memory_gb=24, source=_NV),
         GpuSpec(name="L4", bf16_tflops=121, watts=72, memory_gb=24, source=_NV),
+        # No bf16 on Volta and Turing: ftkit trains there in fp16 with loss scaling, so the number is the dense fp16
+        # tensor peak.
+        GpuSpec(
+            name="V100 32GB",
+            bf16_tflops=125,
+            watts=300,
+            memory_gb=32,
+            source=f"{_NV}: no bf16, fp16 tensor peak (SXM2; PCIe 112 TFLOP/s at 250 W)",
+        ),
+        GpuSpec(
+            name="V100 16GB",
+            bf16_tflops=125,
+            watts=300,
+            memory_gb=16,
+            source=f"{_NV}: no bf16, fp16 tensor peak (SXM2; PCIe 112 TFLOP/s at 250 W)",
+        ),
+        GpuSpec(name="T4", bf16_tflops=65, watts=70, memory_gb=16, source=f"{_NV}: no bf16, fp16 tensor peak"),
     ]
 }
 
@@ -214,6 +231,22 @@ GPU_RATES: list[GpuRate] = [
     GpuRate(provider="vast", gpu="RTX A6000", low=0.55, high=0.55, as_of="2026-05", source=_VAST),
     GpuRate(provider="vast", gpu="RTX 4090", low=0.31, high=0.875, as_of="2026-06", source=f"{_VAST}; {_VAST_JUNE}"),
     GpuRate(provider="vast", gpu="RTX 3090", low=0.18, high=0.30, as_of="2026-05", source=_VAST),
+    GpuRate(
+        provider="vast",
+        gpu="T4",
+        low=0.20,
+        high=0.76,
+        as_of="2026-03",
+        source="deploybase.ai 'Tesla T4 Price' (the range across cloud providers, not vast's alone) [unverified]",
+    ),
+    GpuRate(
+        provider="runpod",
+        gpu="V100 32GB",
+        low=0.29,
+        high=0.29,
+        as_of="2026",
+        source="theneuralbase.com 'RunPod: Pricing per GB' (community V100 32GB rate quoted there) [unverified]",
+    ),
 ]
 
 

@@ -89,6 +89,16 @@ def _backend_estimate(name: str, spec: JobSpec) -> tuple[CostEstimate | None, st
     return est, str(bspec.model)
 
 
+def _gpu_memory_line(model: str, gpu: str, hf_options: dict[str, Any] | None) -> list[str]:
+    """ftkit-hf's memory plan for ``model`` on ``gpu`` (fits, with what, or not), where ftkit-hf is installed."""
+    try:
+        from ftkit_hf.memory_plan import gpu_fit_line
+    except ImportError:
+        return []
+    line = gpu_fit_line(model, gpu, options=hf_options)
+    return [line] if line else []
+
+
 def _total(row: CostRow) -> CostRow:
     if row.train_usd is not None:
         row.total_usd = row.train_usd + (row.eval_usd or 0.0)
@@ -309,7 +319,10 @@ def estimate_all(
                         )
                         evaluation = _remote_evaluation(test_tokens, tps, est) if n_test else None
                         target = f"{model} on {rate.gpu} at {rate.provider}"
-                        rows.append(_catalogue_row(name, target, est, evaluation, name in installed, base, error))
+                        memory = _gpu_memory_line(model, rate.gpu, spec.backend_options.get("remote", {}).get("hf"))
+                        rows.append(
+                            _catalogue_row(name, target, est, evaluation, name in installed, base + memory, error)
+                        )
         elif own is None:
             rows.append(
                 CostRow(

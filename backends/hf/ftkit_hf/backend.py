@@ -25,7 +25,7 @@ from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
 from ftkit_hf.defaults import TrainingPlan, ValidationCarve, carve_validation, plan_training, validation_size
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
-from ftkit_hf.memory_plan import memory_assumptions
+from ftkit_hf.memory_plan import MemoryDecision, job_memory_decision, memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.worker import cancel_file, throughput_key
 
@@ -170,7 +170,8 @@ class HFBackend(Backend):
                 dropped = prepared.dropped
             if field == "train":
                 lengths, train_dropped = field_lengths, set(dropped)
-        prep = {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens}
+        prep = {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens,
+                "longest": max(lengths, default=0)}
         prep["plan"] = self._plan(spec, config, lengths, train_dropped)
         return prep
 
@@ -210,7 +211,7 @@ class HFBackend(Backend):
         epochs = training.epochs
         tokens = round(training.mean_tokens * training.examples) * epochs
         # Printed by `ftkit create` with the other assumptions, and kept in the manifest (merged at the next poll).
-        ctx.state["manifest"] = {"training": training.model_dump(mode="json")}
+        ctx.state["manifest"] = {"training": training.model_dump(mode="json")} | _revision(prep["model"])
         tps, source = self._speed(prep["model"], config, plan, processes)
         hours = tokens / tps / 3600
         watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
@@ -232,6 +233,8 @@ class HFBackend(Backend):
                                      method=config.method, lora_rank=config.lora_r, batch_tokens=config.batch_tokens,
                                      pass_tokens=config.pass_tokens)
                   if prep["head"] != "sequence_classification" else []),
+                # What the job will do about it (gradient checkpointing, shorter passes), as submit records it.
+                *([m.message] if (m := _memory_decision(prep, config)) is not None and m.message else []),
             ],
         )
 
@@ -283,7 +286,9 @@ class HFBackend(Backend):
             data["train"], data["validation"] = (str(p.resolve()) for p in split_lines(
                 ctx.spec.train, set(plan.validation.lines), files.data / "train.jsonl",
                 files.data / "validation.jsonl"))
-        ctx.state["manifest"] = {"training": plan.model_dump(mode="json")}
+        memory = _memory_decision(prep, config)  # gradient checkpointing / shorter passes, before loading
+        ctx.state["manifest"] = {"training": plan.model_dump(mode="json")} | (
+            {"memory": memory.manifest()} if memory else {}) | _revision(prep["model"])
         spec = {
             "job_id": ctx.id,
             "task": ctx.spec.task,
@@ -299,6 +304,8 @@ class HFBackend(Backend):
             "hyperparameters": ctx.spec.hyperparameters.model_dump(),
             "training": plan.model_dump(mode="json"),
             "config": config.model_dump(),
+            "memory": memory.manifest() if memory else None,
+            **_revision(prep["model"]),
         }
         atomic_write_text(files.spec, json.dumps(spec, indent=1))
         pid = self._start_worker(ctx, files, config)
@@ -566,3 +573,23 @@ def _signal_tree(pid: int, sig: signal.Signals) -> None:
     for child in descendants:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.send_signal(sig)
+
+
+def _memory_decision(prep: dict[str, Any], config: HFConfig) -> MemoryDecision | None:
+    """The memory plan's choices for a decoder job on this machine's device (None for a classification head)."""
+    if prep["head"] == "sequence_classification":
+        return None
+    from ftkit_hf.engine.device import plan_device
+
+    plan = plan_device(config.device, config.precision, config.threads, processes=_processes(config))
+    model_config = json.loads((prep["model"].path / "config.json").read_text(encoding="utf-8"))
+    return job_memory_decision(model_config, config, device=plan.device, precision=plan.precision,
+                               longest_example=prep["longest"])
+
+
+def _revision(model: ResolvedModel) -> dict[str, Any]:
+    """The manifest's pin of a Hub model: its id and the commit trained on (``org/name@<commit>`` asks for it)."""
+    if model.revision is None:
+        return {}
+    repo = model.name.partition("@")[0]
+    return {"model_revision": {"repo": repo, "commit": model.revision, "pinned": f"{repo}@{model.revision}"}}

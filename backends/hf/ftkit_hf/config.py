@@ -61,6 +61,17 @@ class HFConfig(BackendConfig):
         description="Tokens per forward/backward pass; a step's passes add their gradients (the same step, "
         "less memory). None: on a CPU 2048 in bf16, 1024 in fp32; the whole step on a GPU.",
     )
+    gradient_checkpointing: Literal["auto"] | bool = Field(
+        default="auto",
+        description="Recompute each decoder layer in the backward pass instead of keeping its activations (about "
+        "a third more compute, far less memory). auto: on only when the memory plan says the step does not fit "
+        "the device even in the shortest passes; the choice is recorded in the job's manifest (memory).",
+    )
+    memory_limit_gb: float | None = Field(
+        default=None, gt=0,
+        description="Plan training to fit this much device memory (GiB) instead of all the device has (a GPU "
+        "shared with other processes); None: the GPU's memory, or the machine's RAM on a CPU.",
+    )
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Fraction of steps warming up the LR.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -424,3 +425,221 @@ def gpu_pass_tokens(config: Any, batch_tokens: int, precision: str, capacity_byt
     return plan.pass_tokens, (f"memory plan: a whole {batch_tokens}-token step needs about "
                               f"{whole.total_bytes / GIB:.1f} GiB, more than the {capacity_bytes / GIB:.0f} GiB GPU "
                               f"has: passes of {plan.pass_tokens} tokens (the same step, less memory)")
+
+
+# ------------------------------------------------------------------------------------------- decisions
+
+# GPUs without native bf16 (compute capability below 8.0): the engine trains on them in fp16 with loss scaling
+# (ftkit_hf.engine.device.plan_device asks torch; this table answers before a machine exists, from a name).
+_NO_BF16 = re.compile(r"\b(t4|v100|p100|p40|p4|k80|m60|titan ?v|titan ?rtx|quadro ?rtx|q ?rtx|rtx ?20\d0|gtx)\b")
+
+
+def gpu_precision(gpu_name: str) -> Precision:
+    """The precision ``precision='auto'`` trains in on a GPU of this name: fp16 on GPUs without native bf16
+    (T4, V100, P100, Turing and older), else bf16.
+
+    Args:
+        gpu_name: a catalogue or provider name ("T4", "Tesla V100-SXM2-16GB", "RTX 4090").
+    """
+    name = re.sub(r"[-_/]", " ", gpu_name.lower())
+    return "fp16" if _NO_BF16.search(name) else "bf16"
+
+
+class MemoryDecision(BaseModel):
+    """What a job does about memory on one device, decided from the plan before the model is loaded.
+
+    Recorded in the job's manifest (``memory``) and applied by the worker.
+
+    Attributes:
+        capacity_bytes: the device memory planned against (None: unknown, nothing was changed).
+        pass_tokens: tokens per forward/backward pass to use (None: the engine's default).
+        gradient_checkpointing: recompute each decoder layer in the backward pass instead of keeping its
+            activations.
+        automatic: ``gradient_checkpointing`` was chosen by the plan (the config said ``auto``).
+        fits: the chosen plan fits the device.
+        qlora_would_fit: LoRA does not fit but QLoRA (4-bit base, CUDA) would; said, never switched to, since
+            it changes the trained model.
+        plan: the chosen plan.
+        message: one line for the job log and the estimate.
+    """
+
+    capacity_bytes: int | None
+    pass_tokens: int | None
+    gradient_checkpointing: bool
+    automatic: bool
+    fits: bool
+    qlora_would_fit: bool = False
+    plan: MemoryPlan | None = None
+    message: str = ""
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's ``memory`` entry: the choices and the planned peak."""
+        return {"capacity_bytes": self.capacity_bytes, "pass_tokens": self.pass_tokens,
+                "gradient_checkpointing": self.gradient_checkpointing, "automatic": self.automatic,
+                "fits": self.fits, "qlora_would_fit": self.qlora_would_fit,
+                "precision": self.plan.precision if self.plan else None,
+                "planned_total_bytes": self.plan.total_bytes if self.plan else None, "message": self.message}
+
+
+def _halvings(start: int, floor: int) -> list[int]:
+    out = [start]
+    while out[-1] > floor:
+        out.append(max(floor, out[-1] // 2))
+    return out
+
+
+def decide_memory(shape: ModelShape, capacity_bytes: int | None, *, batch_tokens: int, device: str = "cuda",
+                  precision: Precision = "bf16", method: Method = "lora", lora_rank: int = 16,
+                  pass_tokens: int | None = None, configured_pass_tokens: bool = False, longest_example: int = 0,
+                  gradient_checkpointing: bool | Literal["auto"] = "auto") -> MemoryDecision:
+    """Choose pass length and gradient checkpointing so that training fits ``capacity_bytes``.
+
+    In order, the first that fits: the settings as they are; shorter passes (the same step, less activation
+    memory; only when ``pass_tokens`` was not configured, and never shorter than the longest example, which one
+    pass must hold); gradient checkpointing (about a third more compute, activations cut to the layer inputs),
+    with the longest passes that then fit. When nothing fits, the smallest plan is returned with ``fits`` False,
+    and ``qlora_would_fit`` says whether ``method='qlora'`` would (CUDA, LoRA only).
+
+    Args:
+        shape: the model's dimensions.
+        capacity_bytes: the device's memory (None: unknown; the settings are kept as they are).
+        batch_tokens: tokens of one optimizer step.
+        device: ``cuda``, ``cpu`` or ``mps``.
+        precision: the resolved precision.
+        method: ``lora``, ``qlora`` or ``full``.
+        lora_rank: LoRA rank.
+        pass_tokens: the pass length the engine would use (None: the whole step).
+        configured_pass_tokens: the user set ``pass_tokens``: it is kept.
+        longest_example: tokens of the longest training example (a pass cannot be shorter).
+        gradient_checkpointing: ``auto`` (on only when needed), or forced on or off.
+
+    Returns:
+        The decision.
+    """
+    start = min(pass_tokens or batch_tokens, batch_tokens)
+    floor = min(start, max(MIN_PASS_TOKENS, longest_example))
+    lengths = [start] if configured_pass_tokens else _halvings(start, floor)
+    auto = gradient_checkpointing == "auto"
+    options = [False, True] if auto else [bool(gradient_checkpointing)]
+    kw: dict[str, Any] = {"device": device, "precision": precision, "method": method, "lora_rank": lora_rank}
+    tried: list[MemoryPlan] = []
+    for ckpt in options:
+        for tokens in lengths:
+            plan = plan_memory(shape, pass_tokens=tokens, gradient_checkpointing=ckpt, **kw)
+            tried.append(plan)
+            if capacity_bytes is None or plan.fits(capacity_bytes):
+                return _decided(plan, capacity_bytes, start, auto, fits=True)
+    assert capacity_bytes is not None
+    smallest = min(tried, key=lambda p: p.total_bytes)
+    qlora = None
+    if method == "lora" and device == "cuda":
+        qlora = plan_memory(shape, pass_tokens=lengths[-1], gradient_checkpointing=options[-1],
+                            **(kw | {"method": "qlora"}))
+    hint = None
+    if gradient_checkpointing is False:  # switched off by the user: say whether turning it on would do
+        with_ckpt = plan_memory(shape, pass_tokens=lengths[-1], gradient_checkpointing=True, **kw)
+        if with_ckpt.fits(capacity_bytes):
+            hint = f"gradient_checkpointing=true would ({with_ckpt.total_bytes / GIB:.1f} GiB)"
+    if hint is None and qlora is not None and qlora.fits(capacity_bytes):
+        hint = f"method='qlora' would ({qlora.total_bytes / GIB:.1f} GiB)"
+    return _decided(smallest, capacity_bytes, start, auto, fits=False, hint=hint,
+                    qlora_fits=qlora is not None and qlora.fits(capacity_bytes))
+
+
+def _decided(plan: MemoryPlan, capacity: int | None, start: int, auto: bool, *, fits: bool,
+             hint: str | None = None, qlora_fits: bool = False) -> MemoryDecision:
+    gib = f"{capacity / GIB:.1f} GiB" if capacity is not None else "unknown memory"
+    changed = []
+    if plan.pass_tokens != start:
+        changed.append(f"passes of {plan.pass_tokens} tokens")
+    if plan.gradient_checkpointing and auto:
+        changed.append("gradient checkpointing on")
+    if not fits:
+        msg = f"memory plan: even {plan.describe()} does not fit the {gib} here"
+        msg += f"; {hint}" if hint else "; a smaller model, a smaller batch_tokens or a larger device is needed"
+    elif changed:
+        msg = f"memory plan: {' and '.join(changed)} to fit the {gib} here ({plan.describe()})"
+    else:
+        msg = ""
+    return MemoryDecision(capacity_bytes=capacity, pass_tokens=plan.pass_tokens,
+                          gradient_checkpointing=plan.gradient_checkpointing, automatic=auto, fits=fits,
+                          qlora_would_fit=qlora_fits, plan=plan, message=msg)
+
+
+def job_memory_decision(model_config: Mapping[str, Any] | Any, config: Any, *, device: str, precision: str,
+                        longest_example: int = 0, capacity_bytes: int | None = None) -> MemoryDecision | None:
+    """The memory decision of an hf job (its ``[hf]`` options) on a device, before the model is loaded.
+
+    Args:
+        model_config: the model's ``transformers`` config or ``config.json`` mapping.
+        config: the job's :class:`ftkit_hf.config.HFConfig`.
+        device: the resolved device (``cpu``, ``cuda``, ``mps``).
+        precision: the resolved precision.
+        longest_example: tokens of the longest training example.
+        capacity_bytes: the device's memory (None: ``memory_limit_gb``, else :func:`device_memory_bytes`).
+
+    Returns:
+        The decision, or None where the plan does not apply (MPS, a model config it does not describe).
+    """
+    from ftkit_hf.engine.settings import CPU_PASS_TOKENS, CPU_PASS_TOKENS_FP32
+
+    if device == "mps":
+        return None
+    try:
+        shape = ModelShape.from_config(model_config)
+    except (ConfigError, ValueError):
+        return None
+    if capacity_bytes is None:
+        capacity_bytes = int(config.memory_limit_gb * GIB) if config.memory_limit_gb else device_memory_bytes(device)
+    pass_tokens = config.pass_tokens
+    if pass_tokens is None and device == "cpu":
+        pass_tokens = CPU_PASS_TOKENS_FP32 if precision == "fp32" else CPU_PASS_TOKENS
+    prec: Precision = precision if precision in ("bf16", "fp16", "fp32") else "fp32"  # type: ignore[assignment]
+    return decide_memory(shape, capacity_bytes, batch_tokens=config.batch_tokens, device=device, precision=prec,
+                         method=config.method, lora_rank=config.lora_r, pass_tokens=pass_tokens,
+                         configured_pass_tokens=config.pass_tokens is not None, longest_example=longest_example,
+                         gradient_checkpointing=config.gradient_checkpointing)
+
+
+def gpu_fit_line(model: str, gpu: str, *, gpu_memory_gb: float | None = None, options: Mapping[str, Any] | None = None,
+                 longest_example: int = 0) -> str | None:
+    """One estimate line: whether an hf job on ``model`` fits a ``gpu`` (for ``ftkit estimate``'s GPU rows).
+
+    The plan uses the job's ``[hf]`` options (defaults where none), the precision the GPU trains in (fp16 on T4 and
+    V100, else bf16) and the memory the catalogue gives the GPU; it may shorten passes or turn gradient
+    checkpointing on, as the worker would.
+
+    Args:
+        model: a model name or local folder (ftkit-hf's; its ``config.json`` is read, nothing is loaded).
+        gpu: a GPU name from :data:`ftkit.costs.catalogue.GPUS`.
+        gpu_memory_gb: the GPU's memory (None: the catalogue's).
+        options: the job's ``[hf]`` options.
+        longest_example: tokens of the longest training example (0: unknown).
+
+    Returns:
+        The line, or None when the plan cannot tell (the model folder is not there yet, an encoder, a GPU the
+        catalogue lacks).
+    """
+    from ftkit.costs.catalogue import gpu_spec
+    from ftkit_hf.config import HFConfig
+    from ftkit_hf.models import resolve_model
+
+    try:
+        memory = gpu_memory_gb or gpu_spec(gpu).memory_gb
+        path = resolve_model(model, convert=False).path
+        model_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = HFConfig.model_validate(dict(options or {}))
+    except (ConfigError, OSError, ValueError):
+        return None
+    precision = gpu_precision(gpu) if config.precision == "auto" else config.precision
+    decision = job_memory_decision(model_config, config, device="cuda", precision=precision,
+                                   longest_example=longest_example, capacity_bytes=int(memory * 10**9))
+    if decision is None or decision.plan is None:
+        return None
+    where = f"a {memory:g} GB {gpu} ({precision})"
+    if not decision.fits:
+        return f"memory: does NOT fit {where}: {decision.message.removeprefix('memory plan: ')}"
+    extra = " with gradient checkpointing" if decision.gradient_checkpointing else ""
+    if "passes of" in decision.message:
+        extra += f" in {decision.pass_tokens}-token passes"
+    return f"memory: fits {where}{extra}, about {decision.plan.total_bytes / GIB:.1f} GiB at the peak"

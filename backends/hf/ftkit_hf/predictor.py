@@ -107,7 +107,9 @@ class HFPredictor:
         if kind == "encoder" and labels is not None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             extra = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                     "label2id": {lab: i for i, lab in enumerate(labels)}, "pad_token_id": pad_id}
+                     "label2id": {lab: i for i, lab in enumerate(labels)}, "pad_token_id": pad_id,
+                     # A trained classifier with other labels as the base: the adapter brings the job's head.
+                     "ignore_mismatched_sizes": is_adapter}
         model = auto.from_pretrained(str(weights), dtype=torch.float32, **extra)
         if is_adapter:
             from peft import PeftModel

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,7 +235,8 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         if spec.get("validation"):
             valid_rows, _ = prepare_head_file(spec["validation"], tokenizer=tokenizer, labels=labels,
                                               max_length=max_length)
-        model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id)
+        model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id,
+                                 lambda note: files.append_event("message", note) if writer and note else None)
         if stop():
             return {"status": "cancelled"}
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
@@ -268,7 +270,15 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         valid_set = prepare_file(spec["validation"], **common) if spec.get("validation") else None
         if writer:
             _say_tokenized(files, f"{len(train_set.examples)} training examples", train_set.tokens, train_set.dropped)
+        longest = max((len(ex.input_ids) for ex in train_set.examples), default=0)
+        settings, checkpointing = _memory_choice(spec, config, model_cfg, plan, longest, settings, files, writer)
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
+        if checkpointing:
+            from ftkit_hf.engine.recompute import enable_gradient_checkpointing
+
+            if not enable_gradient_checkpointing(model) and writer:
+                files.append_event("message", f"{type(model).__name__} has no gradient checkpointing: training "
+                                   "without it", level="warning")
         if group.any(stop()):
             return {"status": "cancelled"}
         result = train(model, train_set.examples, valid_set.examples if valid_set else None, settings,
@@ -288,6 +298,33 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         files.append_event("message", f"training done: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s"
                            + (" (early stopped)" if result.early_stopped else ""), **summary)
     return {"status": "succeeded", "result": summary, "finished": time.time()}
+
+
+def _memory_choice(spec: dict[str, Any], config: HFConfig, model_cfg: Any, plan: Any, longest: int,
+                   settings: Any, files: JobFiles, writer: bool) -> tuple[Any, bool]:
+    """Apply the memory plan's choices (ftkit_hf.memory_plan): the ones the client recorded in the manifest
+    (``spec["memory"]``), or, where it could not see this device (a rented machine), decided here.
+
+    Returns:
+        The settings with the chosen pass length, and whether to turn gradient checkpointing on.
+    """
+    import dataclasses
+
+    from ftkit_hf.memory_plan import job_memory_decision
+
+    memory = spec.get("memory")
+    if memory is None:
+        decision = job_memory_decision(model_cfg, config, device=plan.device, precision=plan.precision,
+                                       longest_example=longest)
+        memory = decision.manifest() if decision else None
+    if memory is None:
+        return settings, config.gradient_checkpointing is True
+    if writer and memory.get("message"):
+        files.append_event("message", memory["message"], level="info" if memory["fits"] else "warning",
+                           memory=memory)
+    if config.pass_tokens is None and memory.get("pass_tokens"):
+        settings = dataclasses.replace(settings, pass_tokens=memory["pass_tokens"])
+    return settings, bool(memory["gradient_checkpointing"])
 
 
 def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan: Any, data_parallel: bool) -> Any:
@@ -322,15 +359,16 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
     return get_peft_model(model, lora)
 
 
-def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_id: int | None) -> Any:
+def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_id: int | None,
+                     say: Callable[[str], None] = lambda note: None) -> Any:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_path), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch.float32,
-        pad_token_id=pad_id,  # decoder models with a head find the last real token through it
-    )
+    from ftkit_hf.pretrained_head import load_head_model
+
+    # A trained classifier (its own label map) keeps its head when the job's labels are its labels.
+    model, note = load_head_model(model_path, labels, dtype=torch.float32,
+                                  pad_token_id=pad_id)  # decoder models with a head find the last real token by it
+    say(note)
     if config.method == "full":
         return model
     from peft import LoraConfig, get_peft_model

@@ -4,7 +4,7 @@ The process's high-water mark of resident memory (``VmHWM``, kept by the kernel,
 its resident memory just before the model is built is the training run's own peak: weights, LoRA and AdamW
 state, activations, the LM head's buffers. Not ``ru_maxrss``: Linux carries that across fork and exec, so a
 child of a large process (a test run that has loaded a model) reports its parent's size.
-Usage: ``python memory_peak.py PRECISION PASS_TOKENS``.
+Usage: ``python memory_peak.py PRECISION PASS_TOKENS [checkpointing]`` (the last: gradient checkpointing on).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import torch
 from ftkit_hf.engine import EngineSettings, train
+from ftkit_hf.engine.recompute import enable_gradient_checkpointing
 from ftkit_hf.engine.settings import IGNORE_INDEX, TokenizedExample
 from ftkit_hf.engine.testing import LORA_TARGETS
 from ftkit_hf.memory_plan import ModelShape, plan_memory
@@ -37,7 +38,7 @@ def _high_water_mark() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def main(precision: str, pass_tokens: int) -> None:
+def main(precision: str, pass_tokens: int, checkpointing: bool = False) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     # Four examples of pass_tokens / 4 tokens, the loss on the second half of each: one pass per step.
@@ -49,15 +50,19 @@ def main(precision: str, pass_tokens: int) -> None:
     before = psutil.Process().memory_info().rss
     cfg = LlamaConfig(**SHAPE)
     model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS))
+    if checkpointing:
+        assert enable_gradient_checkpointing(model)
     settings = EngineSettings(device="cpu", precision=precision, batch_tokens=pass_tokens, pass_tokens=pass_tokens,
                               max_batch_examples=4, max_steps=2, threads=1)
     with tempfile.TemporaryDirectory() as ckpt:
-        train(model, examples, None, settings, checkpoint_dir=Path(ckpt), on_event=lambda e: None)
+        losses: list[float] = []
+        train(model, examples, None, settings, checkpoint_dir=Path(ckpt),
+              on_event=lambda e: losses.append(e["train_loss"]) if e.get("kind") == "metrics" else None)
     peak = _high_water_mark()
     plan = plan_memory(ModelShape.from_config(cfg), device="cpu", precision=precision,  # type: ignore[arg-type]
-                       pass_tokens=pass_tokens, target_fraction=0.5)
-    print(json.dumps({"measured_bytes": peak - before, "plan": plan.model_dump()}))
+                       pass_tokens=pass_tokens, target_fraction=0.5, gradient_checkpointing=checkpointing)
+    print(json.dumps({"measured_bytes": peak - before, "plan": plan.model_dump(), "losses": losses}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["checkpointing"])

@@ -38,7 +38,7 @@ def test_missing_model_path(tmp_path, ftkit_home, write_rows):
     train = write_rows(tmp_path / "t.jsonl", [{"text": "a", "label": "ham"}, {"text": "b", "label": "spam"}])
     with pytest.raises(ConfigError, match="model path not found"):
         ftkit.FineTuneJob.create(_spec(train, str(tmp_path / "nowhere")), backend="hf", validate=False)
-    with pytest.raises(ConfigError, match="Hub id"):
+    with pytest.raises(ConfigError, match=r"'meta-llama/Llama-3\.2-1B' is not in the local Hugging Face cache"):
         ftkit.FineTuneJob.create(_spec(train, "meta-llama/Llama-3.2-1B"), backend="hf", validate=False)
 
 

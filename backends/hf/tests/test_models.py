@@ -30,8 +30,10 @@ def test_folder_without_config_is_a_clear_error(tmp_path: Path):
         resolve_model(str(tmp_path))
 
 
-def test_hub_id_is_refused_with_instructions():
-    with pytest.raises(ConfigError, match=r"Hub id.*offline"):
+def test_hub_id_offline_and_not_cached_is_refused_with_instructions():
+    # HF_HUB_OFFLINE=1 (conftest) and a model no cache holds: the real huggingface_hub lookup fails offline.
+    with pytest.raises(ConfigError, match=r"^model 'Qwen/Qwen2\.5-0\.5B-Instruct' is not in the local Hugging Face "
+                                          r"cache and HF_HUB_OFFLINE is set: pass a local folder"):
         resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
 
 

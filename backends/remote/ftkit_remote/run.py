@@ -30,6 +30,7 @@ from ftkit.events import Event, JobStatus
 from ftkit_remote.interrupts import signals_held
 from ftkit_remote.jobfolder import stage_job_folder
 from ftkit_remote.leases import Lease, public_options
+from ftkit_remote.offer_fit import fit_offers
 from ftkit_remote.providers import (
     Offer,
 )
@@ -49,7 +50,7 @@ class RemoteRun(Provisioning):
 
     async def _offers(self) -> list[Offer]:
         offers = []
-        for offer in await self.provider.search_offers(self.config.offer_query()):
+        for offer in fit_offers(await self.provider.search_offers(self.config.offer_query()), self):
             # A price the guards cannot compare (nan, inf) or one below zero (or zero where the machine is rented)
             # would slip past max_cost: such an offer is never taken.
             if math.isfinite(offer.price_per_hour) and (offer.price_per_hour > 0 or not self.provider.caps.rents):
