@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_text
-from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.costs.catalogue import DEVICE_WATTS
 from ftkit.costs.flops import FLOPS_PER_PARAMETER, sustained_flops, tokens_per_second
 from ftkit.costs.rows import EstimateWork
@@ -442,7 +442,23 @@ class HFBackend(Backend):
             error = f"the worker process died without finishing{hint}. Log tail:\n{files.log_tail()}"
             status, vendor = JobStatus.FAILED, "died"
         model = str(files.model) if status is JobStatus.SUCCEEDED else None
-        return PollResult(status=status, backend_status=vendor, events=events, model=model, error=error)
+        actual = self._actual_cost(ctx, st) if status.is_terminal else None
+        return PollResult(status=status, backend_status=vendor, events=events, model=model, error=error,
+                          actual_cost=actual)
+
+    def _actual_cost(self, ctx: JobContext, st: dict[str, Any]) -> ActualCost | None:
+        """Electricity of the worker's wall time (start to finish, set-up included: what the estimate prices)."""
+        started = ctx.state.get("started") or st.get("started")
+        if not started:
+            return None  # never started: nothing was spent
+        finished = float(st.get("finished") or time.time())
+        hours = max(0.0, finished - float(started)) / 3600
+        config = self._config(ctx)
+        plan, processes = self._device_plan(config)
+        watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
+        return ActualCost(usd=watts / 1000 * hours * config.usd_per_kwh, hours=hours,
+                          source=f"{hours * 3600:.0f} s wall time × {watts:.0f} W × ${config.usd_per_kwh}/kWh "
+                          f"on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''}")
 
     def _read_events(self, ctx: JobContext, files: JobFiles) -> list[Event]:
         offset = int(ctx.state.get("events_offset", 0))

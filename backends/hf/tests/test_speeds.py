@@ -127,3 +127,23 @@ def test_the_hf_row_prices_its_plan_for_every_row_and_scores_at_scoring_speed(
     assert "200 tokens/s scoring speed" in line  # LoRA trains at 4·N FLOPs/token, scoring is 2·N: twice as fast
     assert not any("training tokens" in a for a in by["hf"].assumptions if a.startswith("evaluation"))
     assert by["hf"].eval_hours is not None and by["hf"].eval_hours > (report.test_tokens or 0) / 200 / 3600
+
+
+def test_a_finished_hf_job_records_its_actual_cost_beside_the_estimate(trained_classifier) -> None:
+    from ftkit_hf.config import HFConfig
+    from typer.testing import CliRunner
+
+    from ftkit.cli import _cost_cells, app
+
+    rec = trained_classifier.job.record
+    act, est = rec.actual_cost, rec.estimated_cost
+    assert act is not None and est is not None
+    assert 0 < act["hours"] < 1
+    assert act["usd"] == pytest.approx(0.065 * act["hours"] * HFConfig().usd_per_kwh)  # 65 W CPU default
+    assert "wall time" in act["source"] and "CPU" in act["source"]
+    cells = _cost_cells(est, act)
+    assert cells[-1].startswith(f"{act['hours'] / est['hours']:.2f}x")
+    res = CliRunner().invoke(app, ["jobs", "--costs", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = [r for r in json.loads(res.stdout) if r["id"] == rec.id]
+    assert row["actual_cost"]["hours"] == pytest.approx(act["hours"])
