@@ -29,7 +29,10 @@ from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ftkit.costs.rows import CostRow, EstimateWork
+    from ftkit.data.targets import Target
 
 ENTRY_POINT_GROUP = "ftkit.backends"
 
@@ -154,8 +157,17 @@ class Backend(ABC):
         """The model used when the spec names none."""
         raise ConfigError(f"backend {self.name!r} has no default model: set `model` in the spec")
 
-    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
-        """The ``--target`` whose rules the training data must pass (e.g. ``openai:gpt-4.1-mini``)."""
+    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | Target | None:
+        """The target whose rules the training data must pass: a ``--target`` string (``openai:gpt-4.1-mini``,
+        ``hf:<folder>``) or a :class:`ftkit.data.targets.Target` built by the backend."""
+        return None
+
+    def make_target(self, rest: str, labels: Sequence[str] | None, preamble: str | None) -> Target | None:
+        """The validation target for ``<name>:<rest>`` (e.g. ``hf:<folder>``: the model's own tokenizer).
+
+        Lets ``ftkit validate --target`` and job validation use this backend's tokenizer and rules while
+        the core imports none of its libraries. None: this backend has no targets of its own.
+        """
         return None
 
     def check(self, spec: JobSpec, config: BackendConfig) -> None:  # noqa: B027 - optional hook

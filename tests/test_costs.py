@@ -275,3 +275,18 @@ def test_cli_estimate_json_and_table(tmp_path: Path, openai_and_remote: None) ->
     assert "$5 per 1M training tokens" in res.stdout
     res = runner.invoke(app, ["estimate", "--data", str(tmp_path / "missing.jsonl")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_the_core_imports_no_backend_library_and_names_no_backend_in_the_cost_planner() -> None:
+    """Issue 21: validation targets come from the backend (``Backend.make_target``); the planner asks backends."""
+    import ast
+
+    core = Path(__file__).parents[1] / "ftkit"
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.split(".")[0] in {"transformers", "torch", "peft"} for n in names), path
+    planner = (core / "costs" / "plan.py").read_text(encoding="utf-8")
+    for name in ('"hf"', '"openai"', '"remote"'):
+        assert name not in planner

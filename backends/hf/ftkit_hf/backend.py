@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, Cost
 from ftkit.costs.catalogue import DEVICE_WATTS
 from ftkit.costs.flops import FLOPS_PER_PARAMETER, sustained_flops, tokens_per_second
 from ftkit.costs.rows import EstimateWork
+from ftkit.data.targets import Target
 from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.events import Event, JobStatus
 from ftkit.predictor import Predictor
@@ -71,6 +73,12 @@ class HFBackend(Backend):
         """``hf:<folder>``: the model's tokenizer, chat template and context decide what is valid."""
         assert isinstance(config, HFConfig)
         return f"hf:{self._model_for(spec, config).path}"
+
+    def make_target(self, rest: str, labels: Sequence[str] | None, preamble: str | None) -> Target | None:
+        """``hf:<folder>``: the model's own tokenizer, chat template and context length."""
+        from ftkit_hf.target import HFTarget
+
+        return HFTarget(rest, labels, preamble)
 
     def describe(self) -> str:
         """E.g. ``CPU, bf16 (AMX), 2 threads``."""

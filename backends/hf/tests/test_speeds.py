@@ -147,3 +147,13 @@ def test_a_finished_hf_job_records_its_actual_cost_beside_the_estimate(trained_c
     assert res.exit_code == 0, res.output
     (row,) = [r for r in json.loads(res.stdout) if r["id"] == rec.id]
     assert row["actual_cost"]["hours"] == pytest.approx(act["hours"])
+
+
+def test_the_hf_validation_target_is_built_by_the_backend(tiny_llama_dir: Path) -> None:
+    from ftkit_hf.target import HFTarget
+
+    from ftkit.data.targets import make_target
+
+    target = make_target(f"hf:{tiny_llama_dir}", None, None)
+    assert isinstance(target, HFTarget) and target.max_tokens and target.load_issue is None
+    assert make_target(target) is target  # an object a backend returned is used as it is
