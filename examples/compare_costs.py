@@ -82,7 +82,8 @@ def main() -> None:
                           settings=settings)
 
     console.print(f"[bold]{report.data}[/bold]: {report.examples:,} examples, "
-                  f"{report.billed_tokens_per_epoch:,} billed tokens per epoch", highlight=False)
+                  f"{report.billed_tokens_per_epoch:,} billed tokens per epoch; every row prices {report.epochs} "
+                  f"epochs ({report.epochs_source})", highlight=False)
     if report.test:
         console.print(f"test set: {report.test_examples:,} examples, {report.test_tokens or 0:,} tokens",
                       highlight=False)
@@ -90,12 +91,10 @@ def main() -> None:
     ranked = rank(report.rows, args.max_hours)
     for i, r in enumerate(ranked, 1):
         slow = args.max_hours is not None and r.train_hours is not None and r.train_hours > args.max_hours
-        table.add_row(str(i), r.backend + ("" if r.installed else "*"), r.target + (" (too slow)" if slow else ""),
+        table.add_row(str(i), r.backend, r.target + (" (too slow)" if slow else ""),
                       f"{r.train_usd:.4f}", "-" if r.train_hours is None else f"{r.train_hours:.2f}",
                       "-" if r.eval_usd is None else f"{r.eval_usd:.4f}", f"{r.total_usd:.4f}")
     console.print(table)
-    if any(not r.installed for r in ranked):
-        console.print("* not installed here: priced from the catalogue")
     for r in [r for r in report.rows if r.total_usd is None]:
         console.print(f"[yellow]not priced[/yellow] {r.backend} {r.target}: {r.error}", highlight=False)
     if ranked:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -27,6 +27,12 @@ from ftkit.errors import BackendNotFoundError, ConfigError
 from ftkit.events import Event, JobStatus
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ftkit.costs.rows import CostRow, EstimateWork
+    from ftkit.data.targets import Target
 
 ENTRY_POINT_GROUP = "ftkit.backends"
 
@@ -63,12 +69,23 @@ class Capabilities(BaseModel):
 
 
 class CostEstimate(BaseModel):
-    """A backend's estimate of what a job will cost before it starts."""
+    """A backend's estimate of what a job will cost before it starts.
+
+    ``usd_low``/``usd_high`` and ``hours_low``/``hours_high`` give a range when the speed behind the
+    estimate is uncertain (noisy measurements, or none); None when the estimate is one number.
+    ``epochs`` is how many passes over the data were priced, so rows of one comparison can be checked
+    to price the same work.
+    """
 
     usd: float
     hours: float | None = None
     billed_tokens: int | None = None
     assumptions: list[str] = []
+    usd_low: float | None = None
+    usd_high: float | None = None
+    hours_low: float | None = None
+    hours_high: float | None = None
+    epochs: int | None = None
 
 
 class ActualCost(BaseModel):
@@ -140,8 +157,17 @@ class Backend(ABC):
         """The model used when the spec names none."""
         raise ConfigError(f"backend {self.name!r} has no default model: set `model` in the spec")
 
-    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
-        """The ``--target`` whose rules the training data must pass (e.g. ``openai:gpt-4.1-mini``)."""
+    def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | Target | None:
+        """The target whose rules the training data must pass: a ``--target`` string (``openai:gpt-4.1-mini``,
+        ``hf:<folder>``) or a :class:`ftkit.data.targets.Target` built by the backend."""
+        return None
+
+    def make_target(self, rest: str, labels: Sequence[str] | None, preamble: str | None) -> Target | None:
+        """The validation target for ``<name>:<rest>`` (e.g. ``hf:<folder>``: the model's own tokenizer).
+
+        Lets ``ftkit validate --target`` and job validation use this backend's tokenizer and rules while
+        the core imports none of its libraries. None: this backend has no targets of its own.
+        """
         return None
 
     def model_target(self, model: str) -> str | None:
@@ -165,6 +191,35 @@ class Backend(ABC):
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
         """Estimate the cost before anything is spent; None when the backend cannot tell."""
         return None
+
+    def planned_epochs(self, spec: JobSpec, config: BackendConfig) -> int | None:
+        """The epochs this backend would train ``spec`` for when it sets none (None: no plan of its own).
+
+        ``ftkit estimate`` prices every row for the same epochs: the spec's, else the first backend's plan.
+        """
+        return None
+
+    def estimate_evaluation(self, ctx: JobContext, work: EstimateWork) -> CostEstimate | None:
+        """What answering ``work.test`` with the trained model costs; None when the backend cannot tell.
+
+        Name the tokens as evaluation tokens in the assumptions (``ftkit.costs.rows.as_evaluation``).
+        """
+        return None
+
+    def estimate_rows(self, ctx: JobContext, work: EstimateWork) -> list[CostRow]:
+        """This backend's rows in ``ftkit estimate``: its own estimate of the work, and any alternatives it
+        prices from the catalogue (a remote backend: every GPU at every provider).
+
+        ``ctx.spec`` already carries ``work.epochs``. The default is one row from :meth:`estimate`, plus
+        :meth:`estimate_evaluation` when a test set is priced; none when :meth:`estimate` gives nothing.
+        """
+        from ftkit.costs.rows import row_from_estimate
+
+        own = self.estimate(ctx)
+        if own is None:
+            return []
+        row = row_from_estimate(self.name, str(ctx.spec.model or self.name), own)
+        return [row.add_evaluation(self.estimate_evaluation(ctx, work) if work.test_tokens else None)]
 
     def describe(self) -> str:
         """One line for ``ftkit backends``: where it runs and whether it is usable here."""
@@ -229,7 +284,7 @@ class BackendInfo:
     version: str | None
 
 
-_INSTALL_HINTS = {
+INSTALL_HINTS = {
     "hf": "pip install ftkit-hf",
     "openai": "pip install ftkit-openai",
     "remote": "pip install ftkit-remote",
@@ -270,17 +325,17 @@ def load_backend_class(name: str) -> type[Backend]:
         return _extra_backends[name]
     if name not in installed:
         msg = f"no backend named {name!r}; installed: {', '.join(installed) or 'none'}"
-        close = difflib.get_close_matches(name, list(installed) + list(_INSTALL_HINTS), n=1)
+        close = difflib.get_close_matches(name, list(installed) + list(INSTALL_HINTS), n=1)
         if close and close[0] != name:
             msg += f"; did you mean {close[0]!r}?"
-        if name in _INSTALL_HINTS:
-            msg += f"; install it with: {_INSTALL_HINTS[name]}"
+        if name in INSTALL_HINTS:
+            msg += f"; install it with: {INSTALL_HINTS[name]}"
         raise BackendNotFoundError(msg)
     (ep,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == name][:1]
     try:
         cls = ep.load()
     except ImportError as e:
-        hint = _INSTALL_HINTS.get(name, f"reinstall {installed[name].distribution}")
+        hint = INSTALL_HINTS.get(name, f"reinstall {installed[name].distribution}")
         raise BackendNotFoundError(f"backend {name!r} is installed but cannot be imported ({e}); {hint}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendNotFoundError(f"entry point {name!r} ({ep.value}) is not an ftkit Backend")

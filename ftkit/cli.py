@@ -307,8 +307,8 @@ def jobs(
         return
     t = Table("id", "backend", "status", "model", "created")
     if costs:
-        t.add_column("estimate $")
-        t.add_column("actual $")
+        for column in ("estimate $", "actual $", "estimate h", "actual h", "actual/estimate"):
+            t.add_column(column)
     for r in records:
         row = [
             r.id,
@@ -318,12 +318,36 @@ def jobs(
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
         ]
         if costs:
-            row += [
-                f"{r.estimated_cost['usd']:.4f}" if r.estimated_cost else "-",
-                f"{r.actual_cost['usd']:.4f}" if r.actual_cost else "-",
-            ]
+            row += _cost_cells(r.estimated_cost, r.actual_cost)
         t.add_row(*row)
     out.print(t)
+
+
+def _cost_cells(est: dict[str, Any] | None, act: dict[str, Any] | None) -> list[str]:
+    """Estimated and actual dollars and hours of a job, and how far off the estimate was.
+
+    The ratio compares hours where both have them (a local job's dollars are its hours × power), else dollars.
+    """
+    est, act = est or {}, act or {}
+
+    def cell(v: Any, fmt: str) -> str:
+        return "-" if v is None else fmt.format(v)
+
+    ratio = "-"
+    for key in ("hours", "usd"):
+        if est.get(key) and act.get(key) is not None:
+            ratio = f"{act[key] / est[key]:.2f}x"
+            if est.get(f"{key}_low") is not None and est.get(f"{key}_high") is not None:
+                inside = est[f"{key}_low"] <= act[key] <= est[f"{key}_high"]
+                ratio += " (in range)" if inside else " (outside range)"
+            break
+    return [
+        cell(est.get("usd"), "{:.4f}"),
+        cell(act.get("usd"), "{:.4f}"),
+        cell(est.get("hours"), "{:.3f}"),
+        cell(act.get("hours"), "{:.3f}"),
+        ratio,
+    ]
 
 
 @app.command()

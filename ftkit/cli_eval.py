@@ -208,8 +208,9 @@ def register(app: typer.Typer) -> None:
             t.add_row(
                 r.backend + ("" if r.installed else " (not installed)"),
                 r.target,
-                _money(r.train_usd),
-                "-" if r.train_hours is None else f"{r.train_hours:.3f}",
+                _money(r.train_usd) + (f" ({_money(r.usd_low)}-{_money(r.usd_high)})" if r.usd_low is not None else ""),
+                ("-" if r.train_hours is None else f"{r.train_hours:.3f}")
+                + (f" ({r.hours_low:.3f}-{r.hours_high:.3f})" if r.hours_low is not None else ""),
                 _money(r.eval_usd),
                 _money(r.total_usd),
                 r.source,

@@ -29,6 +29,7 @@ from ftkit.backend import (
     installed_backends,
 )
 from ftkit.data.leakage import guard_validation
+from ftkit.data.targets import Target
 from ftkit.errors import (
     APIError,
     BackendNotFoundError,
@@ -785,7 +786,7 @@ def _cost_event(estimate: CostEstimate, what: str) -> Event:
     )
 
 
-def _validate_data(spec: JobSpec, target: str | None) -> JobSpec:
+def _validate_data(spec: JobSpec, target: str | Target | None) -> JobSpec:
     """Validate the spec's data files for the backend's target; fill in labels when the spec has none."""
     from ftkit.data import Dataset
 

@@ -204,11 +204,11 @@ def _read_config(p: Path) -> dict[str, Any]:
 
 def _check_sections(p: Path | None, sections: dict[str, dict[str, Any]]) -> None:
     """Every backend section names an installed or known backend, or a known table; else "did you mean"."""
-    from ftkit.backend import _INSTALL_HINTS, installed_backends
+    from ftkit.backend import INSTALL_HINTS, installed_backends
 
-    if all(name in _INSTALL_HINTS or name in KNOWN_TABLES for name in sections):
+    if all(name in INSTALL_HINTS or name in KNOWN_TABLES for name in sections):
         return  # the usual case, without reading the entry points
-    backends = sorted(set(installed_backends()) | set(_INSTALL_HINTS))
+    backends = sorted(set(installed_backends()) | set(INSTALL_HINTS))
     valid = [*backends, *KNOWN_TABLES]
     for name in sections:
         if name in valid:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# What jobs measure (training speeds) goes to a folder of this test session's own: the tests' tiny models
+# train at speeds no real job reaches, and running the tests must never change a user's estimates.
+os.environ["FTKIT_MEASUREMENTS"] = tempfile.mkdtemp(prefix="ftkit-test-measurements-")
 
 _real_connect = socket.socket.connect
 

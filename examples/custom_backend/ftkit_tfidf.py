@@ -28,6 +28,7 @@ from ftkit import (
     PollResult,
 )
 from ftkit.atomic import atomic_write_bytes
+from ftkit.costs import EstimateWork
 
 
 class TfidfConfig(BackendConfig):
@@ -73,7 +74,13 @@ class TfidfBackend(Backend):
         return "CPU, scikit-learn TF-IDF + logistic regression baseline"
 
     def estimate(self, ctx: JobContext) -> CostEstimate:
+        # `ftkit estimate` shows this as the tfidf row beside the fine-tuning backends (Backend.estimate_rows).
         return CostEstimate(usd=0.0, hours=0.0, assumptions=["runs locally in seconds; no electricity cost counted"])
+
+    def estimate_evaluation(self, ctx: JobContext, work: EstimateWork) -> CostEstimate:
+        return CostEstimate(usd=0.0, hours=0.0, assumptions=[
+            f"evaluation: {work.test_examples or 0:,} test examples scored by the fitted pipeline in seconds; "
+            "no electricity cost counted"])
 
     def submit(self, ctx: JobContext) -> str:
         from sklearn.feature_extraction.text import TfidfVectorizer

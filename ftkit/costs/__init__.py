@@ -7,7 +7,8 @@
     estimate_all("train.jsonl", test="test.jsonl").rows
 
 Modules: ``catalogue`` (prices with ``as_of`` and ``source``), ``estimate`` (formulas and the
-``[costs]`` settings), ``plan`` (every backend on one data set).
+``[costs]`` settings), ``flops`` (the one FLOPs model of speed), ``rows`` (the work a comparison prices and
+its rows, which backends contribute), ``plan`` (every backend on one data set).
 """
 
 from ftkit.costs.catalogue import (
@@ -34,7 +35,9 @@ from ftkit.costs.estimate import (
     openai_epochs,
     tokens_per_second,
 )
-from ftkit.costs.plan import CostReport, CostRow, estimate_all
+from ftkit.costs.flops import flops_per_token, sustained_flops
+from ftkit.costs.plan import CostReport, estimate_all
+from ftkit.costs.rows import CostRow, EstimateWork
 
 __all__ = [
     "DEVICE_WATTS",
@@ -46,6 +49,7 @@ __all__ = [
     "CostReport",
     "CostRow",
     "CostSettings",
+    "EstimateWork",
     "GpuRate",
     "GpuSpec",
     "OpenAIPrice",
@@ -54,10 +58,12 @@ __all__ = [
     "estimate_openai",
     "estimate_openai_inference",
     "estimate_remote",
+    "flops_per_token",
     "gpu_rates",
     "gpu_spec",
     "model_parameters",
     "openai_epochs",
     "openai_price",
+    "sustained_flops",
     "tokens_per_second",
 ]

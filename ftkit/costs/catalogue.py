@@ -313,8 +313,22 @@ ELECTRICITY = Electricity(
 DEVICE_WATTS: dict[str, float] = {"cpu": 65.0, "mps": 40.0, "cuda": 350.0}
 """Default draw of a local device class, W: a laptop CPU package, an Apple GPU, a desktop GPU [guess]."""
 
-CPU_SUSTAINED_FLOPS = 0.3e12
-"""A CPU's sustained training FLOP/s: 600 tok/s × 4 × 135M (facts/performance.md §5.0, bf16 AMX, 2 cores)."""
+SUSTAINED_FLOPS: dict[str, float] = {
+    "cpu-bf16": 3.2e11,
+    "cpu-fp32": 1.5e11,
+    "cpu-fp16": 1.5e11,  # as fp32: AVX512-FP16 CPUs are faster, others emulate
+    "mps": 5e12,
+    "cuda": 1.0e14,
+}
+"""Sustained training FLOP/s per local device class where the device is not catalogued.
+
+The CPU figures are calibrated on ~600 tokens/s of SmolLM2-135M LoRA (bf16 on AMX, 2 cores:
+facts/performance.md §5.0, 600 × 4 × 135M ≈ 3.2e11); the GPU figures are [guess]es. A measured
+speed replaces them.
+"""
+
+CPU_SUSTAINED_FLOPS = SUSTAINED_FLOPS["cpu-bf16"]
+"""A CPU's sustained training FLOP/s (bf16), for the catalogue formulas."""
 
 DEFAULT_MFU = 0.10
 """Model FLOP utilisation assumed for LoRA on a rented GPU.

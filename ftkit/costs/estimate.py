@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ftkit.backend import CostEstimate
 from ftkit.costs.catalogue import (
-    CPU_SUSTAINED_FLOPS,
     DEFAULT_MFU,
     DEVICE_WATTS,
     ELECTRICITY,
@@ -25,7 +24,18 @@ from ftkit.costs.catalogue import (
     gpu_spec,
     openai_price,
 )
+from ftkit.costs.flops import sustained_flops, tokens_per_second
 from ftkit.errors import ConfigError
+
+__all__ = [
+    "CostSettings",
+    "estimate_local",
+    "estimate_openai",
+    "estimate_openai_inference",
+    "estimate_remote",
+    "openai_epochs",
+    "tokens_per_second",
+]
 
 # OpenAI's epoch heuristic for n_epochs="auto" (cookbook, facts/openai-fine-tuning.md §7.6).
 TARGET_EPOCHS = 3
@@ -144,20 +154,17 @@ def estimate_openai_inference(
     )
 
 
-def tokens_per_second(parameters: float, flops: float, *, method: str = "lora", mfu: float = 1.0) -> float:
-    """Training tokens per second from FLOPs: LoRA ≈ 4·N FLOPs/token, full fine-tuning ≈ 6·N.
-
-    (facts/performance.md §4: frozen forward 2N + activation gradients 2N; attention and the
-    adapters add a few percent, ignored here.)
-    """
-    per_token = (6.0 if method == "full" else 4.0) * parameters
-    return mfu * flops / per_token
-
-
 def estimate_local(
-    tokens: int, tokens_per_second: float, watts: float, usd_per_kwh: float, *, speed_source: str = "given"
+    tokens: int,
+    tokens_per_second: float,
+    watts: float,
+    usd_per_kwh: float,
+    *,
+    speed_source: str = "given",
+    what: str = "training",
 ) -> CostEstimate:
-    """Local training: hours from the speed, dollars from the electricity used (hardware not counted)."""
+    """Local training (or, with ``what="evaluation"``, scoring): hours from the speed, dollars from the
+    electricity used (hardware not counted)."""
     if tokens_per_second <= 0:
         raise ConfigError("tokens_per_second must be positive")
     hours = tokens / tokens_per_second / 3600
@@ -167,7 +174,7 @@ def estimate_local(
         hours=hours,
         billed_tokens=tokens,
         assumptions=[
-            f"{tokens:,} training tokens at {tokens_per_second:,.0f} tokens/s ({speed_source}) = {hours:.3f} h",
+            f"{tokens:,} {what} tokens at {tokens_per_second:,.0f} tokens/s ({speed_source}) = {hours:.3f} h",
             f"{watts:.0f} W × {hours:.3f} h × ${usd_per_kwh}/kWh; electricity only, hardware not counted",
         ],
     )
@@ -242,10 +249,7 @@ def local_speed(parameters: float, settings: CostSettings, method: str = "lora")
     """Local training tokens/s: the configured figure, or one derived from the device class."""
     if settings.local_tokens_per_second:
         return settings.local_tokens_per_second, "from [costs] local_tokens_per_second"
-    if settings.local_device == "cpu":
-        flops, what = CPU_SUSTAINED_FLOPS, f"CPU sustaining {CPU_SUSTAINED_FLOPS / 1e12:g} TFLOP/s"
-    else:
-        flops, what = 0.1 * 165e12, "a desktop GPU at 10% of 165 TFLOP/s [guess]"
+    flops, what = sustained_flops(settings.local_device)
     return tokens_per_second(parameters, flops, method=method), f"{what}, {parameters / 1e6:,.0f}M parameters"
 
 

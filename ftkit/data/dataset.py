@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftkit.data.reader import iter_objects, require_file
 from ftkit.data.scan import DatasetStats, ValidationReport, build_stats, scan
-from ftkit.data.targets import make_target
+from ftkit.data.targets import Target, make_target
 from ftkit.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Dataset:
 
     def validate(
         self,
-        target: str | None = None,
+        target: str | Target | None = None,
         *,
         labels: list[str] | None = None,
         task: str | None = None,
@@ -135,7 +135,7 @@ class Dataset:
 
     def stats(
         self,
-        target: str | None = None,
+        target: str | Target | None = None,
         *,
         test: str | Path | None = None,
         labels: list[str] | None = None,

@@ -210,51 +210,8 @@ class OpenAITarget(Target):
         return issues
 
 
-class HFTarget(Target):
-    """A local Hugging Face model: its tokenizer, chat template and context length."""
-
-    def __init__(self, path: str, labels: Sequence[str] | None = None, preamble: str | None = None) -> None:
-        self.labels = list(labels) if labels else None
-        self.preamble = preamble
-        self.name = f"hf:{path}"
-        self.path = Path(path).expanduser()
-        self._tok: Any = None
-        self.load_issue: Issue | None = None
-        if not self.path.is_dir():
-            self.load_issue = Issue(line=None, code="model_not_found", message=f"no model folder at {self.path}")
-            return
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            raise ConfigError("the hf target needs transformers: pip install ftkit-hf") from None
-        try:
-            self._tok = AutoTokenizer.from_pretrained(str(self.path))
-        except (OSError, ValueError) as e:
-            self.load_issue = Issue(line=None, code="model_not_found", message=f"cannot load a tokenizer: {e}")
-            return
-        limit = getattr(self._tok, "model_max_length", None)
-        self.max_tokens = limit if isinstance(limit, int) and limit < 10**7 else _config_context(self.path)
-
-    def count(self, examples: Sequence[tuple[Format, dict[str, Any]]]) -> list[int]:
-        if self._tok is None:
-            return [0 for _ in examples]
-        out = []
-        for fmt, obj in examples:
-            chat = [m for m in self.as_chat(fmt, obj) if isinstance(m, dict)]
-            if getattr(self._tok, "chat_template", None):
-                ids = self._tok.apply_chat_template(chat, tokenize=True)
-                ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-                out.append(len(ids))
-            else:
-                text = "\n".join(str(m.get("content") or "") for m in chat)
-                out.append(len(self._tok(text)["input_ids"]))
-        return out
-
-    def check_file(self, fmt: Format | None, examples: int) -> list[Issue]:
-        return [self.load_issue] if self.load_issue else []
-
-
-def _config_context(path: Path) -> int | None:
+def config_context(path: Path) -> int | None:
+    """``max_position_embeddings`` of a model folder's ``config.json`` (None when it has none)."""
     cfg = path / "config.json"
     if cfg.is_file():
         n = orjson.loads(cfg.read_bytes()).get("max_position_embeddings")
@@ -262,14 +219,20 @@ def _config_context(path: Path) -> int | None:
     return None
 
 
-def make_target(target: str | None, labels: Sequence[str] | None = None, preamble: str | None = None) -> Target:
-    """Build a target from ``openai:<model>``, ``hf:<model or folder>``, ``BACKEND:MODEL`` or None (o200k, no rules).
+def make_target(
+    target: str | Target | None, labels: Sequence[str] | None = None, preamble: str | None = None
+) -> Target:
+    """Build a target from ``openai:<model>``, ``<backend>:<model>`` (e.g. ``hf:smollm2-135m``, ``hf:<path>``),
+    a :class:`Target` a backend returned, or None (o200k counting, no rules).
 
-    A model name is resolved by its backend (:func:`ftkit.models.resolve_target`), so ``hf:smollm2-135m``
-    means here what it means to ``eval --base`` and to a job.
+    A model name is resolved by its backend (:func:`ftkit.models.resolve_target`), so ``hf:smollm2-135m`` means
+    here what it means to ``eval --base`` and to a job. A ``<backend>:`` target other than ``openai:`` is built by
+    that backend (:meth:`ftkit.Backend.make_target`): the core knows neither its tokenizer nor its library.
     """
     if target is None:
         return Target(labels, preamble)
+    if isinstance(target, Target):
+        return target
     from ftkit.models import resolve_target
 
     try:
@@ -277,12 +240,28 @@ def make_target(target: str | None, labels: Sequence[str] | None = None, preambl
     except ConfigError as e:
         if not target.startswith("hf:"):
             raise
-        missing = HFTarget(target.removeprefix("hf:"), labels, preamble)  # a data finding, not a usage error
-        missing.load_issue = Issue(line=None, code="model_not_found", message=str(e))
+        # An unknown model is a data finding (`validate` lists it with the others), not a usage error.
+        missing = _backend_target("hf", target.removeprefix("hf:"), labels, preamble)
+        if missing is None:
+            raise
+        missing.load_issue = Issue(line=None, code="model_not_found", message=str(e))  # type: ignore[attr-defined]
         return missing
     kind, _, rest = target.partition(":")
     if kind == "openai" and rest:
         return OpenAITarget(rest, labels, preamble)
-    if kind == "hf" and rest:
-        return HFTarget(rest, labels, preamble)
+    if rest:
+        built = _backend_target(kind, rest, labels, preamble)
+        if built is not None:
+            return built
     raise ConfigError(f"unknown target {target!r}: expected openai:<model> or hf:<path>")
+
+
+def _backend_target(kind: str, rest: str, labels: Sequence[str] | None, preamble: str | None) -> Target | None:
+    """The target backend ``kind`` builds for ``rest``, or None when it builds none."""
+    from ftkit.backend import get_backend, installed_backends
+
+    if kind in installed_backends():
+        return get_backend(kind).make_target(rest, labels, preamble)
+    if kind == "hf":
+        raise ConfigError("the hf target needs the hf backend: pip install ftkit-hf")
+    return None

@@ -11,15 +11,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_text
-from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.backend import ActualCost, Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.costs.catalogue import DEVICE_WATTS
+from ftkit.costs.flops import FLOPS_PER_PARAMETER, sustained_flops, tokens_per_second
+from ftkit.costs.rows import EstimateWork
+from ftkit.data.targets import Target
 from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.events import Event, JobStatus
-from ftkit.paths import cache_dir
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
@@ -27,7 +30,8 @@ from ftkit_hf.defaults import TrainingPlan, ValidationCarve, carve_validation, p
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
 from ftkit_hf.memory_plan import MemoryDecision, job_memory_decision, memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
-from ftkit_hf.worker import cancel_file, throughput_key
+from ftkit_hf.speeds import SpeedKey, TimeModel, fit, machine_name, recall
+from ftkit_hf.worker import cancel_file
 
 __all__ = ["HFBackend", "HFConfig", "check_preference"]
 
@@ -38,12 +42,14 @@ _STATUS = {
     "failed": JobStatus.FAILED,
     "cancelled": JobStatus.CANCELLED,
 }
-# Training FLOPs per token ≈ 4 × parameters for LoRA (forward 2N + backward through activations 2N;
-# frozen weights need no weight gradients), 6 × N for full fine-tuning. Sustained FLOP/s per device
-# class are rough [guess] figures, calibrated on CPU with the measured ~600 tokens/s of SmolLM2-135M
-# (docs/backends/hf.md); a measured speed from an earlier job on this machine replaces them.
-_SUSTAINED_FLOPS = {"cpu-bf16": 3.2e11, "cpu-fp32": 1.5e11, "cuda": 1.0e14, "mps": 5e12,
-                    "cpu-fp16": 1.5e11}  # fp16 on a CPU: as fp32 (AVX512-FP16 CPUs are faster, others emulate)
+DEFAULT_SETUP_S = 10.0
+"""Worker start-up without a measurement: importing torch, transformers and peft, tokenizing [guess]."""
+SETUP_S_PER_GB = 8.0
+"""Loading the weights without a measurement, seconds per GB on disk [guess]."""
+UNMEASURED_RANGE = (0.5, 2.0)
+"""The range an unmeasured (FLOPs-derived) speed is given: device-class defaults are off by 2x either way."""
+
+
 class HFBackend(Backend):
     """Fine-tune with transformers + peft on this machine's CPU, CUDA GPU or Apple GPU."""
 
@@ -71,6 +77,12 @@ class HFBackend(Backend):
     def model_target(self, model: str) -> str | None:
         """``hf:<folder>`` of a default name, an alias, a local folder or a ``.gguf`` file (converted once)."""
         return f"hf:{resolve_model(model).path}"
+
+    def make_target(self, rest: str, labels: Sequence[str] | None, preamble: str | None) -> Target | None:
+        """``hf:<folder>``: the model's own tokenizer, chat template and context length."""
+        from ftkit_hf.target import HFTarget
+
+        return HFTarget(rest, labels, preamble)
 
     def describe(self) -> str:
         """E.g. ``CPU, bf16 (AMX), 2 threads``."""
@@ -199,32 +211,50 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
-        """Hours from the training tokens and a speed (measured here before, or derived from FLOPs);
-        electricity cost from the device's power draw × hours × price per kWh."""
+        """Wall time from a model of the work, calibrated by the jobs measured on this machine and model.
+
+        The work is the plan the job will train with (:mod:`ftkit_hf.defaults`: epochs, batch, steps) over
+        this model's tokens; its time is set-up + tokens × seconds per token + steps × seconds per step
+        (:mod:`ftkit_hf.speeds`). Electricity cost is the device's power × hours × price per kWh.
+        """
         config = self._config(ctx)
         prep = self._prepare(ctx.spec, config)
-        from ftkit_hf.engine.device import plan_device
-
-        processes = _processes(config)
-        plan = plan_device(config.device, config.precision, config.threads, processes=processes)
         training: TrainingPlan = prep["plan"]
-        epochs = training.epochs
-        tokens = round(training.mean_tokens * training.examples) * epochs
         # Printed by `ftkit create` with the other assumptions, and kept in the manifest (merged at the next poll).
         ctx.state["manifest"] = {"training": training.model_dump(mode="json")} | _revision(prep["model"])
-        tps, source = self._speed(prep["model"], config, plan, processes)
-        hours = tokens / tps / 3600
+        plan, processes = self._device_plan(config)
+        epochs = training.epochs
+        steps = training.steps_per_epoch * epochs
+        epoch_tokens = round(training.mean_tokens * training.examples)
+        tokens = epoch_tokens * epochs
+        capped = ""
+        if config.max_steps is not None and config.max_steps < steps:
+            tokens = round(tokens * config.max_steps / steps)
+            steps, capped = config.max_steps, f", cut to max_steps={config.max_steps}"
+        kind = "preference" if ctx.spec.task == "preference" else prep["head"]
+        tm = self.time_model(prep["model"], config, kind)
+        seconds = tm.seconds(tokens, steps)
+        low_s, high_s = tm.seconds_range(tokens, steps)
+        hours = seconds / 3600
         watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
-        usd = watts / 1000 * hours * config.usd_per_kwh
+        per_hour = watts / 1000 * config.usd_per_kwh
+        where = f"{plan.describe()}{f' x {processes} processes' if processes > 1 else ''}"
+        noisy = tm.noisy
         return CostEstimate(
-            usd=usd, hours=hours, billed_tokens=tokens,
+            usd=per_hour * hours, hours=hours, billed_tokens=tokens, epochs=epochs,
+            usd_low=per_hour * low_s / 3600 if noisy else None, usd_high=per_hour * high_s / 3600 if noisy else None,
+            hours_low=low_s / 3600 if noisy else None, hours_high=high_s / 3600 if noisy else None,
             assumptions=[
                 training.describe(),
-                f"{tokens:,} training tokens ({epochs} epoch{'s' if epochs != 1 else ''}"
-                f"{', fewer if early stopping ends it' if training.early_stopping_patience else ''}, "
-                f"{prep['model'].name} tokenizer)",
-                f"{tps:,.0f} tokens/s on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''} "
-                f"({source})",
+                f"{tokens:,} training tokens ({epoch_tokens:,}/epoch × {epochs} epoch{'s' if epochs != 1 else ''}"
+                f"{', fewer if early stopping ends it' if training.early_stopping_patience else ''}{capped}, "
+                f"{prep['model'].name} tokenizer) in {steps:,} steps",
+                f"time on {where}: {tm.setup_s:.0f} s set-up + {tokens:,} tokens × {tm.seconds_per_token * 1e3:.3g} ms"
+                f" + {steps:,} steps × {tm.seconds_per_step * 1e3:.3g} ms = {seconds / 60:.1f} min "
+                f"(≈ {tm.tokens_per_second(tokens / max(1, steps)):,.0f} training tokens/s; {tm.source})",
+                *([f"range {low_s / 60:.1f}-{high_s / 60:.1f} min: "
+                   + ("the measurements on this machine disagree (a busy machine trains slower)" if tm.measurements
+                      else "no job has been measured here yet")] if noisy else []),
                 f"{watts:.0f} W × {hours:.3f} h at ${config.usd_per_kwh}/kWh"
                 + (f" (power_watts is for the whole machine, all {processes} processes)" if processes > 1 else "")
                 + "; electricity only, hardware not counted",
@@ -238,27 +268,79 @@ class HFBackend(Backend):
             ],
         )
 
-    def _speed(self, model: ResolvedModel, config: HFConfig, plan: Any, processes: int = 1) -> tuple[float, str]:
+    def planned_epochs(self, spec: JobSpec, config: BackendConfig) -> int | None:
+        """The epochs the data-driven plan (:mod:`ftkit_hf.defaults`) picks for this data."""
+        assert isinstance(config, HFConfig)
+        training: TrainingPlan = self._prepare(spec, config)["plan"]
+        return training.epochs
+
+    def estimate_evaluation(self, ctx: JobContext, work: EstimateWork) -> CostEstimate | None:
+        """Scoring the test set here: a model load, then the test tokens at scoring speed.
+
+        Scoring is a forward pass (≈2·N FLOPs per token against ≈4·N for LoRA training, ``ftkit.costs.flops``),
+        so the scoring speed is the training speed this machine measured (or the FLOPs default) scaled by that.
+        """
+        if not work.test_tokens:
+            return None
+        config = self._config(ctx)
+        model = self._model_for(ctx.spec, config)
+        kind = "preference" if ctx.spec.task == "preference" else self._head(ctx.spec, config, model)
+        tm = self.time_model(model, config, kind)
+        plan, _ = self._device_plan(config)
+        speedup = FLOPS_PER_PARAMETER.get(config.method, 4.0) / FLOPS_PER_PARAMETER["scoring"]
+        seconds_per_token = tm.seconds_per_token / speedup
+        seconds = tm.setup_s + work.test_tokens * seconds_per_token
+        watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
+        hours = seconds / 3600
+        return CostEstimate(
+            usd=watts / 1000 * hours * config.usd_per_kwh,
+            hours=hours,
+            billed_tokens=work.test_tokens,
+            assumptions=[
+                f"evaluation: {tm.setup_s:.0f} s model load + {work.test_tokens:,} evaluation tokens (o200k count) at "
+                f"{1 / seconds_per_token:,.0f} tokens/s scoring speed (forward pass only: {speedup:g}× the training "
+                f"speed; {tm.source}) = {seconds / 60:.1f} min",
+                f"evaluation: {watts:.0f} W × {hours:.4f} h at ${config.usd_per_kwh}/kWh",
+            ],
+        )
+
+    def _device_plan(self, config: HFConfig) -> tuple[Any, int]:
+        from ftkit_hf.engine.device import plan_device
+
+        processes = _processes(config)
+        return plan_device(config.device, config.precision, config.threads, processes=processes), processes
+
+    def time_model(self, model: ResolvedModel, config: HFConfig, kind: str) -> TimeModel:
+        """How long training takes here: the configured speed, the jobs measured on this machine, or FLOPs.
+
+        Args:
+            model: the resolved model.
+            config: the ``[hf]`` options (device, precision, threads, method, ``tokens_per_second``).
+            kind: ``generative``, ``sequence_classification`` or ``preference``.
+        """
+        plan, processes = self._device_plan(config)
+        size_gb = sum(f.stat().st_size for f in model.path.glob("*.safetensors")) / 1e9 or 0.27
+        setup = DEFAULT_SETUP_S + SETUP_S_PER_GB * size_gb
         if config.tokens_per_second:
-            return config.tokens_per_second, "from the config"
-        measured = cache_dir() / "hf-throughput.json"
-        if measured.is_file():
-            try:
-                data = json.loads(measured.read_text(encoding="utf-8"))
-                key = throughput_key(model.name, plan.describe(), config.method, processes)
-                if key in data:
-                    return float(data[key]), "measured by an earlier job on this machine"
-            except (OSError, ValueError):
-                pass
-        size = sum(f.stat().st_size for f in model.path.glob("*.safetensors")) or 270e6
-        n_params = size / (2 if _stored_bf16(model.path) else 4)
-        per_token = (6 if config.method == "full" else 4) * n_params
-        key = f"cpu-{plan.precision}" if plan.device == "cpu" else plan.device
-        if plan.device == "cpu":  # CPU processes share the machine's cores: no faster than one process
-            return _SUSTAINED_FLOPS[key] / per_token, "default for this device class, not measured here"
-        return (processes * _SUSTAINED_FLOPS[key] / per_token,
-                "default for this device class" + (f" x {processes} GPUs (ideal scaling)" if processes > 1 else "")
-                + ", not measured here")
+            return TimeModel(seconds_per_token=1 / config.tokens_per_second, seconds_per_step=0.0, setup_s=setup,
+                             setup_low_s=setup, setup_high_s=setup,
+                             source=f"tokens_per_second from the config; set-up {setup:.0f} s [guess]")
+        key = SpeedKey(machine=machine_name(plan.device, plan.precision, plan.threads), model=model.name,
+                       method=config.method, kind=kind, processes=processes)
+        fitted = fit(recall(key))
+        if fitted is not None:
+            return fitted
+        params = size_gb * 1e9 / (2 if _stored_bf16(model.path) else 4)
+        gpu = _gpu_name() if plan.device == "cuda" else None
+        flops, how = sustained_flops(plan.device, plan.precision, gpu)
+        if plan.device != "cpu":  # CPU processes share the machine's cores: no faster than one process
+            flops *= processes
+        tps = tokens_per_second(params, flops, method=config.method)
+        low, high = UNMEASURED_RANGE
+        return TimeModel(seconds_per_token=1 / tps, seconds_per_step=0.0, setup_s=setup, setup_low_s=setup * low,
+                         setup_high_s=setup * high, low=low, high=high,
+                         source=f"not measured here: {params / 1e6:,.0f}M parameters at {how}; set-up {setup:.0f} s "
+                         "[guess]; the first job here calibrates it")
 
     @staticmethod
     def _config(ctx: JobContext) -> HFConfig:
@@ -379,7 +461,23 @@ class HFBackend(Backend):
             error = f"the worker process died without finishing{hint}. Log tail:\n{files.log_tail()}"
             status, vendor = JobStatus.FAILED, "died"
         model = str(files.model) if status is JobStatus.SUCCEEDED else None
-        return PollResult(status=status, backend_status=vendor, events=events, model=model, error=error)
+        actual = self._actual_cost(ctx, st) if status.is_terminal else None
+        return PollResult(status=status, backend_status=vendor, events=events, model=model, error=error,
+                          actual_cost=actual)
+
+    def _actual_cost(self, ctx: JobContext, st: dict[str, Any]) -> ActualCost | None:
+        """Electricity of the worker's wall time (start to finish, set-up included: what the estimate prices)."""
+        started = ctx.state.get("started") or st.get("started")
+        if not started:
+            return None  # never started: nothing was spent
+        finished = float(st.get("finished") or time.time())
+        hours = max(0.0, finished - float(started)) / 3600
+        config = self._config(ctx)
+        plan, processes = self._device_plan(config)
+        watts = config.power_watts or DEVICE_WATTS.get(plan.device, DEVICE_WATTS["cpu"])
+        return ActualCost(usd=watts / 1000 * hours * config.usd_per_kwh, hours=hours,
+                          source=f"{hours * 3600:.0f} s wall time × {watts:.0f} W × ${config.usd_per_kwh}/kWh "
+                          f"on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''}")
 
     def _read_events(self, ctx: JobContext, files: JobFiles) -> list[Event]:
         offset = int(ctx.state.get("events_offset", 0))
@@ -528,6 +626,12 @@ def _create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:
         return None
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return str(torch.cuda.get_device_name())
 
 
 def _gpu_count() -> int:

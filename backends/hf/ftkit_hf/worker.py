@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.errors import ConfigError, FtkitError
-from ftkit.paths import cache_dir
 from ftkit_hf.config import HFConfig
 from ftkit_hf.jobfiles import TERMINAL, JobFiles
 
@@ -60,11 +59,6 @@ def default_target_modules(model_type: str) -> list[str] | str:
 def cancel_file(job_dir: str | Path) -> Path:
     """The file whose existence asks the worker (every rank of it) to stop after the current step."""
     return Path(job_dir) / CANCEL_FILE
-
-
-def throughput_key(model: str, device: str, method: str, processes: int) -> str:
-    """Key of a measured training speed in ``hf-throughput.json`` (shared with the backend's estimate)."""
-    return f"{model}|{device}{f' x {processes} processes' if processes > 1 else ''}|{method}"
 
 
 def _rank() -> int:
@@ -100,6 +94,7 @@ def run(job_dir: str | Path) -> int:
     from ftkit_hf.engine.distributed import Group, init_from_env, shutdown
 
     files = JobFiles(job_dir)
+    started = time.monotonic()  # the setup time measured for the next estimate counts from here
     writer = _rank() == 0
     group = Group()
     stop = _Stop(cancel_file(files.root))
@@ -114,7 +109,7 @@ def run(job_dir: str | Path) -> int:
             files.write_status("running", started=time.time(), error=None)
             files.append_event("message", f"worker started (pid {os.getpid()})"
                                + (f", resuming from step {resumed}" if resumed else ""))
-        result = _train(spec, config, files, stop, group)
+        result = _train(spec, config, files, stop, group, started)
         if writer:
             files.write_status(result.pop("status"), **result)
         # The head trainer runs on rank 0 alone: nobody to wait for.
@@ -149,12 +144,14 @@ def _say_tokenized(files: JobFiles, what: str, tokens: int, dropped: list[int]) 
     files.append_event("message", f"tokenized {what} ({tokens} tokens){extra}", train_tokens=tokens)
 
 
-def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, group: Group) -> dict[str, Any]:
+def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop, group: Group,
+           started: float) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     from ftkit_hf.engine.device import plan_device
 
     writer = group.is_main
+    resumed = files.latest_checkpoint_step() is not None
     model_path = Path(spec["model_path"])
     if not model_path.is_dir():
         raise ConfigError(f"model path not found: {model_path}")
@@ -235,10 +232,12 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         if spec.get("validation"):
             valid_rows, _ = prepare_head_file(spec["validation"], tokenizer=tokenizer, labels=labels,
                                               max_length=max_length)
+        epoch_tokens = sum(len(r["input_ids"]) for r in train_rows)
         model = _load_head_model(model_path, labels, config, tokenizer.pad_token_id,
                                  lambda note: files.append_event("message", note) if writer and note else None)
         if stop():
             return {"status": "cancelled"}
+        loop_started = time.monotonic()
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
                             on_event=on_event, should_stop=stop, pad_id=tokenizer.pad_token_id)
     elif spec["task"] == "preference":
@@ -254,9 +253,11 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
             _say_tokenized(files, f"{len(train_pairs.pairs)} preference pairs", train_pairs.tokens, train_pairs.dropped)
         dpo = DPOSettings(beta=config.dpo_beta, loss=config.dpo_loss, label_smoothing=config.dpo_label_smoothing,
                           sft_weight=config.dpo_sft_weight)
+        epoch_tokens = train_pairs.tokens
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
         if stop():
             return {"status": "cancelled"}
+        loop_started = time.monotonic()
         result = train_preference(model, train_pairs.pairs, valid_pairs.pairs if valid_pairs else None, settings, dpo,
                                   checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
     else:
@@ -270,6 +271,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         valid_set = prepare_file(spec["validation"], **common) if spec.get("validation") else None
         if writer:
             _say_tokenized(files, f"{len(train_set.examples)} training examples", train_set.tokens, train_set.dropped)
+        epoch_tokens = train_set.tokens
         longest = max((len(ex.input_ids) for ex in train_set.examples), default=0)
         settings, checkpointing = _memory_choice(spec, config, model_cfg, plan, longest, settings, files, writer)
         model = _load_causal_model(model_path, model_cfg, config, plan, group.active)
@@ -281,8 +283,10 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
                                    "without it", level="warning")
         if group.any(stop()):
             return {"status": "cancelled"}
+        loop_started = time.monotonic()
         result = train(model, train_set.examples, valid_set.examples if valid_set else None, settings,
                        checkpoint_dir=files.checkpoints, on_event=on_event, should_stop=stop)
+    loop_s = time.monotonic() - loop_started
     summary: dict[str, Any] = {
         "steps": result.steps, "epochs_done": result.epochs_done, "final_train_loss": result.final_train_loss,
         "best_valid_loss": result.best_valid_loss, "early_stopped": result.early_stopped,
@@ -294,7 +298,9 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         return {"status": "cancelled", "result": summary}
     if writer:
         _save_model(model, tokenizer, spec, config, files, use_head)
-        _record_throughput(spec, plan.describe(), group.world_size, result.tokens_per_second)
+        if not resumed:  # a resumed run's steps and seconds cover only part of the job: not a measurement
+            _record_speed(spec, config, plan, group.world_size, epoch_tokens * result.epochs_done, result.steps,
+                          loop_s, loop_started - started)
         files.append_event("message", f"training done: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s"
                            + (" (early stopped)" if result.early_stopped else ""), **summary)
     return {"status": "succeeded", "result": summary, "finished": time.time()}
@@ -398,20 +404,18 @@ def _save_model(model: Any, tokenizer: Any, spec: dict[str, Any], config: HFConf
     os.replace(tmp, files.model)
 
 
-def _record_throughput(spec: dict[str, Any], device: str, processes: int, tps: float) -> None:
-    """Remember this machine's training speed for the next estimate (best effort)."""
-    from ftkit.atomic import atomic_write_text
+def _record_speed(spec: dict[str, Any], config: HFConfig, plan: Any, processes: int, tokens: float, steps: int,
+                  loop_s: float, setup_s: float) -> None:
+    """Remember how long this job took on this machine, for the next estimate (best effort: never fails the job)."""
+    from ftkit_hf.speeds import Measurement, SpeedKey, machine_name, record
 
-    if not tps:
-        return
-    path = cache_dir() / "hf-throughput.json"
+    kind = "preference" if spec["task"] == "preference" else spec["head"]
     try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        key = throughput_key(spec["model"], device, spec["config"].get("method", "lora"), processes)
-        # Keep the fastest speed seen: a run slowed by other load on the machine should not inflate estimates.
-        data[key] = round(max(float(tps), float(data.get(key, 0.0))), 1)
-        atomic_write_text(path, json.dumps(data, indent=1))
-    except (OSError, ValueError):
+        key = SpeedKey(machine=machine_name(plan.device, plan.precision, plan.threads), model=spec["model"],
+                       method=config.method, kind=kind, processes=processes)
+        record(key, Measurement(tokens=max(1, round(tokens)), steps=max(1, steps), train_s=max(loop_s, 1e-3),
+                                setup_s=max(0.0, setup_s)))
+    except (OSError, ValueError, TimeoutError):
         pass
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.costs.rows import EstimateWork
 from ftkit.data.targets import OPENAI_ALIASES
 from ftkit.errors import APIError, BackendUnavailableError, ConfigError
 from ftkit.events import Event, JobStatus
@@ -118,12 +119,25 @@ class OpenAIBackend(Backend):
         ]
         if price is None or price.training is None:
             assumptions.append(f"no per-token training price known for {model}")
-            return CostEstimate(usd=0.0, billed_tokens=tokens, assumptions=assumptions)
+            return CostEstimate(usd=0.0, billed_tokens=tokens, assumptions=assumptions, epochs=epochs)
         if spec.task == "preference":
             assumptions.append("DPO billed like SFT on input + preferred output tokens (UNCERTAIN)")
         usd = price.training * tokens / 1_000_000
         assumptions.append(f"${price.training:g} per 1M training tokens for {pricing.base_model_of(model)}")
-        return CostEstimate(usd=round(usd, 6), billed_tokens=tokens, assumptions=assumptions)
+        return CostEstimate(usd=round(usd, 6), billed_tokens=tokens, assumptions=assumptions, epochs=epochs)
+
+    def estimate_evaluation(self, ctx: JobContext, work: EstimateWork) -> CostEstimate | None:
+        """Answering the test set with the fine-tuned model through the Batch API (half the synchronous price)."""
+        from ftkit.costs.estimate import estimate_openai_inference
+        from ftkit.costs.rows import as_evaluation
+
+        model = ctx.spec.model or DEFAULT_MODEL
+        try:
+            return as_evaluation(
+                estimate_openai_inference(work.eval_input_tokens, work.eval_output_tokens, model, batch=True)
+            )
+        except ConfigError:
+            return None  # no catalogued inference price for this model: training is still priced
 
     # ------------------------------------------------------------------ spending
 

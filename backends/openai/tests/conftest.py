@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,10 @@ from ftkit_openai.emulator import EmulatorServer, EmulatorSettings
 from openai_testdata import TEST_KEY
 
 from ftkit.backend import Capabilities
+
+# What jobs measure (training speeds) goes to a folder of this test session's own: the tests' tiny models
+# train at speeds no real job reaches, and running the tests must never change a user's estimates.
+os.environ["FTKIT_MEASUREMENTS"] = tempfile.mkdtemp(prefix="ftkit-test-measurements-")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _real_getaddrinfo = socket.getaddrinfo

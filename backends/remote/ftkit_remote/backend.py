@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import ValidationError
 
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
+from ftkit.costs.rows import CostRow, EstimateWork
 from ftkit.errors import BackendUnavailableError, ConfigError, JobError
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
@@ -103,6 +104,29 @@ class RemoteBackend(Backend):
         """Cheapest matching offer × (setup + training hours); the core refuses it above ``max_cost``."""
         return _drive(ctx, lambda run: run.estimate())
 
+    def estimate_rows(self, ctx: JobContext, work: EstimateWork) -> list[CostRow]:
+        """The work on every catalogued GPU at every provider (``[costs] gpus``, ``providers``), and first, when
+        the ``[remote]`` section can list offers, the cheapest matching offer as this backend's own row."""
+        from ftkit.costs.catalogue import model_parameters
+        from ftkit.costs.rows import rented_gpu_rows, row_from_estimate
+
+        model = str(ctx.spec.model)
+        rows: list[CostRow] = []
+        note = None
+        try:
+            own = self.estimate(ctx)
+            if own is not None:
+                # Its hours are the [remote] estimated_train_hours, not the compared work: marked as such.
+                rows.append(row_from_estimate(self.name, f"{model}, cheapest {ctx.config.provider} offer", own))  # type: ignore[attr-defined]
+        except Exception as e:  # no provider configured, no network, no offer: the catalogue still prices the work
+            note = f"no offer priced ({type(e).__name__ if not str(e) else e}): the rows below use the catalogue"
+        params = work.settings.model_parameters or model_parameters(model)
+        for row in rented_gpu_rows(self.name, model, params, work, gpu_notes=lambda gpu: _gpu_memory_line(ctx, gpu)):
+            if note:
+                row.assumptions.append(note)
+            rows.append(row)
+        return rows
+
     def submit(self, ctx: JobContext) -> str:
         """Rent, set up and start; any failure or interruption in here destroys the machine."""
         try:
@@ -188,3 +212,11 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "e" in box:
         raise box["e"]
     return box["v"]
+
+
+def _gpu_memory_line(ctx: JobContext, gpu: str) -> list[str]:
+    """ftkit-hf's memory plan for the job's model on ``gpu``: fits, with what, or not."""
+    from ftkit_hf.memory_plan import gpu_fit_line
+
+    line = gpu_fit_line(str(ctx.spec.model), gpu, options=getattr(ctx.config, "hf", None) or None)
+    return [line] if line else []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,10 @@ from ftkit_remote.emulators import runpod as runpod_emu
 from ftkit_remote.emulators import vast as vast_emu
 from ftkit_remote.emulators.common import EmulatorServer
 from remote_testkit import STARTED, start_emulator
+
+# What jobs measure (training speeds) goes to a folder of this test session's own: the tests' tiny models
+# train at speeds no real job reaches, and running the tests must never change a user's estimates.
+os.environ["FTKIT_MEASUREMENTS"] = tempfile.mkdtemp(prefix="ftkit-test-measurements-")
 
 
 @pytest.fixture(autouse=True)
