@@ -17,13 +17,14 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import ValidationError
 
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
-from ftkit.errors import BackendUnavailableError, ConfigError, JobError
+from ftkit.errors import ConfigError, JobError
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_remote.config import RemoteConfig
 from ftkit_remote.interrupts import signals_held, sigterm_as_interrupt
 from ftkit_remote.providers import provider_config
 from ftkit_remote.run import RemoteRun
+from ftkit_remote.trainer import DEFAULT_CAUSAL, HFConfig, check_preference, resolve_model
 
 __all__ = ["RemoteBackend", "RemoteConfig"]
 T = TypeVar("T")
@@ -43,10 +44,6 @@ class RemoteBackend(Backend):
 
     def default_model(self, task: str) -> str:
         """The hf backend's default (SmolLM2-135M-Instruct), trained on the rented machine."""
-        try:
-            from ftkit_hf.models import DEFAULT_CAUSAL
-        except ImportError:
-            return "smollm2-135m"
         return str(DEFAULT_CAUSAL)
 
     def parse_config(self, options: dict[str, Any]) -> BackendConfig:
@@ -61,18 +58,11 @@ class RemoteBackend(Backend):
         assert isinstance(config, RemoteConfig)
         if config.worker_command is not None or not spec.model:
             return None
-        from ftkit_hf.models import resolve_model
-
         return f"hf:{resolve_model(spec.model).path}"
 
     def describe(self) -> str:
-        """Providers and whether the trainer is installed."""
-        try:
-            import ftkit_hf  # noqa: F401
-
-            return "vast, runpod, lambda, ssh; trainer ftkit-hf installed"
-        except ImportError:
-            return "vast, runpod, lambda, ssh; the trainer needs ftkit-hf (pip install ftkit-hf)"
+        """Providers and the trainer."""
+        return "vast, runpod, lambda, ssh; trainer ftkit-hf"
 
     def check(self, spec: JobSpec, config: BackendConfig) -> None:
         """Refuse at create time what would fail on the machine: no trainer installed, bad trainer options."""
@@ -80,17 +70,11 @@ class RemoteBackend(Backend):
         if config.worker_command is not None:
             return
         try:
-            from ftkit_hf.config import HFConfig
-        except ImportError:
-            raise BackendUnavailableError("[remote] the trainer is ftkit-hf's worker: pip install ftkit-hf") from None
-        try:
             hf = HFConfig.model_validate(config.hf)
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"[remote.hf] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         if spec.task == "preference":
-            from ftkit_hf.backend import check_preference
-
             check_preference(hf, "[remote.hf]")
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
@@ -133,8 +117,7 @@ class RemoteBackend(Backend):
         """An HFPredictor over the local base model with the fetched adapter."""
         import json
 
-        from ftkit_hf.models import resolve_model
-        from ftkit_hf.predictor import HFPredictor
+        from ftkit_hf.predictor import HFPredictor  # imports torch: only when a model is loaded
 
         adapter = ctx.workdir / "model"
         meta_path = adapter / "ftkit-hf.json"

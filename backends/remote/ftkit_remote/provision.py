@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ftkit_remote.providers import (
 )
 from ftkit_remote.runbase import DEAD_STATES, DEFAULT_WORKER, RunBase
 from ftkit_remote.ssh import HostKeyChanged, SshError, connect
+from ftkit_remote.trainer import JobFiles
 
 
 class Unusable(ProvisioningFailed):
@@ -135,8 +135,8 @@ class Provisioning(RunBase):
             deadman_script(destroy, self.st["deadline"], self.config.finished_grace_s, self.config.deadman_check_s)
         )
         if model_dir is not None and not self.config.ship_model:  # the same path must exist on the machine
-            spec = json.loads((stage / "spec.json").read_text())
-            (stage / "spec.json").write_text(json.dumps(spec | {"model_path": str(model_dir)}, indent=1))
+            files = JobFiles(stage)
+            files.write_job(files.read_job().model_copy(update={"model_path": str(model_dir)}))
         async with connect(endpoint, self._key) as s:
             await s.run(f"rm -rf {job}", check=True)
             await s.put(stage, job)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from typing import Any
@@ -34,9 +33,10 @@ from ftkit_remote.providers import (
     Offer,
 )
 from ftkit_remote.provision import Provisioning, Unusable
-from ftkit_remote.runbase import DEAD_STATES, WORKER_FINAL, WORKER_STATUS
+from ftkit_remote.runbase import DEAD_STATES
 from ftkit_remote.shipping import stage_wheels
 from ftkit_remote.ssh import HostKeyChanged, SshError, SshSession, connect
+from ftkit_remote.trainer import EVENTS, TERMINAL, EventCursor, WorkerStatus, parse_events, parse_status
 
 __all__ = ["RemoteRun", "Unusable"]
 
@@ -164,7 +164,7 @@ class RemoteRun(Provisioning):
                 exit_code = (await s.read_from(f"{self.st['remote_job']}/exit_code", 0)).strip()
                 worker_events = await self._read_events(s)
                 vendor = status.get("status", "starting")
-                if vendor in WORKER_FINAL or exit_code:
+                if vendor in TERMINAL or exit_code:
                     await self._finish(s, vendor, status, exit_code)
         except HostKeyChanged:
             raise  # never talk to a machine that changed its key; cancel (or the deadline) destroys it
@@ -182,21 +182,21 @@ class RemoteRun(Provisioning):
         if self.st.get("phase") == "done":
             result = self._final()
             return result.model_copy(update={"events": worker_events + result.events})
-        mapped = WORKER_STATUS.get(vendor)
-        if mapped is None:
+        known = WorkerStatus.parse(vendor)
+        if known is None:
             self.note(f"unknown worker status {vendor!r}", level="error")
-            mapped = JobStatus.RUNNING
+        mapped = known.job_status if known else JobStatus.RUNNING
         return PollResult(status=mapped, backend_status=vendor, events=worker_events + self._take())
 
     async def _finish(self, s: SshSession, vendor: str, status: dict[str, Any], exit_code: bytes) -> None:
         job = self.st["remote_job"]
         workdir = self.ctx.workdir
-        if vendor not in WORKER_FINAL:
+        if vendor not in TERMINAL:
             # The worker may have written its final status and exited after the status was read: read it again
             # before calling the exit unexplained (the exit code is written only after the worker is gone).
             status = await self._read_json(s, "status.json") or status
             vendor = status.get("status", vendor)
-        if vendor not in WORKER_FINAL:
+        if vendor not in TERMINAL:
             log = (await s.read_from(f"{job}/worker.log", 0))[-2000:].decode("utf-8", "replace")
             why = f"the worker exited ({exit_code.decode()}) without a status. Log tail:\n{log}"
             vendor, status = "failed", {"error": why}
@@ -212,28 +212,13 @@ class RemoteRun(Provisioning):
         await self._teardown(f"worker {vendor}")
 
     async def _read_events(self, s: SshSession) -> list[Event]:
-        offset, line_no = int(self.st.get("events_offset", 0)), int(self.st.get("events_line", 0))
-        chunk = await s.read_from(f"{self.st['remote_job']}/events.jsonl", offset)
-        end = chunk.rfind(b"\n") + 1  # complete lines only; a half-written one is read next time
-        out = []
-        for raw in chunk[:end].splitlines():
-            line_no += 1
-            try:
-                obj = json.loads(raw)
-                out.append(Event(time=obj.get("time", time.time()), level=obj.get("level", "info"),
-                                 kind=obj.get("kind", "message"), message=obj.get("message", ""),
-                                 data=obj.get("data") or {}, key=f"line-{line_no}"))  # fmt: skip
-            except (ValueError, TypeError):
-                out.append(Event(level="warning", message=f"unreadable event line {line_no}", key=f"line-{line_no}"))
-        self.st["events_offset"], self.st["events_line"] = offset + end, line_no
+        cursor = EventCursor(offset=int(self.st.get("events_offset", 0)), line=int(self.st.get("events_line", 0)))
+        out, cursor = parse_events(await s.read_from(f"{self.st['remote_job']}/{EVENTS}", cursor.offset), cursor)
+        self.st["events_offset"], self.st["events_line"] = cursor.offset, cursor.line
         return out
 
     async def _read_json(self, s: SshSession, name: str) -> dict[str, Any] | None:
-        raw = await s.read_from(f"{self.st['remote_job']}/{name}", 0)
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return None  # caught mid-write by a non-atomic writer: read again next time
+        return parse_status(await s.read_from(f"{self.st['remote_job']}/{name}", 0))
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Stop the worker (it writes ``cancelled``), fetch what it wrote, destroy the machine."""
@@ -246,8 +231,9 @@ class RemoteRun(Provisioning):
                 async with connect(self._endpoint(), self._key, timeout=10) as s:
                     # The cancel file reaches every rank of a torchrun worker between steps; SIGTERM (which
                     # torchrun forwards, then kills after 30 s) covers a worker that does not poll it.
-                    await s.run(f'touch {job}/cancel; kill -TERM -- -"$(cat {job}/worker.pid)" 2>/dev/null; sleep 1',
-                                timeout=30)
+                    await s.run(
+                        f'touch {job}/cancel; kill -TERM -- -"$(cat {job}/worker.pid)" 2>/dev/null; sleep 1', timeout=30
+                    )
                     self.events += await self._read_events(s)
             except SshError as e:
                 self.note(f"could not reach the machine to stop the worker ({e}); destroying it anyway",

@@ -24,17 +24,10 @@ from ftkit_remote.providers import (
     make_provider,
 )
 from ftkit_remote.ssh import SshError, connect, forget_host, load_or_create_key
+from ftkit_remote.trainer import WORKER_COMMAND, WorkerStatus
 
-WORKER_STATUS = {
-    "starting": JobStatus.QUEUED,
-    "running": JobStatus.RUNNING,
-    "succeeded": JobStatus.SUCCEEDED,
-    "failed": JobStatus.FAILED,
-    "cancelled": JobStatus.CANCELLED,
-}
-WORKER_FINAL = frozenset(name for name, status in WORKER_STATUS.items() if status.is_terminal)
 DEAD_STATES = (InstanceState.FAILED, InstanceState.STOPPED, InstanceState.TERMINATING, InstanceState.TERMINATED)
-DEFAULT_WORKER = ["python", "-m", "ftkit_hf.worker", "run", "."]
+DEFAULT_WORKER = WORKER_COMMAND
 
 
 class RunBase:
@@ -73,7 +66,8 @@ class RunBase:
 
     def _final(self) -> PollResult:
         final = self.st.get("final") or {"status": "failed", "error": "the run ended without a status"}
-        status = WORKER_STATUS.get(final["status"], JobStatus.FAILED)
+        known = WorkerStatus.parse(final["status"])
+        status = known.job_status if known else JobStatus.FAILED
         cost = self.st.get("actual_cost")
         actual = ActualCost(**cost) if cost else None
         model = str(self.ctx.workdir / "model") if status is JobStatus.SUCCEEDED else None
