@@ -24,7 +24,7 @@ from ftkit_remote.config import RemoteConfig
 from ftkit_remote.interrupts import signals_held, sigterm_as_interrupt
 from ftkit_remote.providers import provider_config
 from ftkit_remote.run import RemoteRun
-from ftkit_remote.trainer import DEFAULT_CAUSAL, HFConfig, check_preference, resolve_model
+from ftkit_remote.trainer import DEFAULT_CAUSAL, HFConfig, check_preference, predictor_class, resolve_model
 
 __all__ = ["RemoteBackend", "RemoteConfig"]
 T = TypeVar("T")
@@ -117,8 +117,6 @@ class RemoteBackend(Backend):
         """An HFPredictor over the local base model with the fetched adapter."""
         import json
 
-        from ftkit_hf.predictor import HFPredictor  # imports torch: only when a model is loaded
-
         adapter = ctx.workdir / "model"
         meta_path = adapter / "ftkit-hf.json"
         if not meta_path.is_file():
@@ -127,7 +125,7 @@ class RemoteBackend(Backend):
         base = Path(meta.get("base_model", ""))
         if not base.is_absolute() or not base.is_dir():  # the machine's path ("base_model"): resolve it here
             base = resolve_model(ctx.spec.model or self.default_model(ctx.spec.task)).path
-        return HFPredictor.load(base, adapter, kind=meta["kind"], labels=meta.get("labels"),
+        return predictor_class().load(base, adapter, kind=meta["kind"], labels=meta.get("labels"),
                                 preamble=meta.get("preamble"), device="cpu")  # fmt: skip
 
 
@@ -140,6 +138,7 @@ def _drive(ctx: JobContext, step: Any) -> Any:
         try:
             return await step(run)
         finally:
+            run.save()  # whatever happened, the registry stores what the run knows now
             await run.aclose()
 
     return _run_sync(main())

@@ -8,6 +8,11 @@ the line that fixes it, which ftkit's backend registry shows as a one-line error
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftkit_hf.predictor import HFPredictor
+
 try:
     from ftkit_hf.backend import check_preference, stage_job
     from ftkit_hf.config import HFConfig
@@ -35,6 +40,13 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
 
 WORKER_COMMAND = ["python", "-m", "ftkit_hf.worker", "run", "."]  # run in the job folder: its paths are relative
 
+
+def predictor_class() -> type[HFPredictor]:
+    """ftkit-hf's predictor, imported on first use (it imports torch; listing backends must not)."""
+    from ftkit_hf.predictor import HFPredictor
+
+    return HFPredictor
+
 __all__ = [
     "BASE_MODEL",
     "CANCEL",
@@ -53,6 +65,7 @@ __all__ = [
     "check_preference",
     "parse_events",
     "parse_status",
+    "predictor_class",
     "resolve_model",
     "stage_job",
 ]
