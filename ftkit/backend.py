@@ -67,6 +67,16 @@ class Capabilities(BaseModel):
     spends_money: bool = False
     poll_interval: float = 2.0
 
+    def operations(self) -> list[str]:
+        """The optional operations this backend supports, in words (``ftkit backends`` shows them)."""
+        names = {
+            "supports_pause": "pause/resume",
+            "supports_resume_from_checkpoint": "resume from checkpoint",
+            "supports_attach": "attach",
+            "supports_classification_head": "classification head",
+        }
+        return [words for flag, words in names.items() if getattr(self, flag)]
+
 
 class CostEstimate(BaseModel):
     """A backend's estimate of what a job will cost before it starts.

@@ -236,13 +236,19 @@ def backends(as_json: JsonOpt = False) -> None:
     """Installed backends, their versions, and whether they are usable here."""
     from ftkit.backend import get_backend, installed_backends
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, info in installed_backends().items():
+        caps = None
         try:
-            usable = get_backend(name).describe()
+            be = get_backend(name)
+            usable, caps = be.describe(), be.capabilities
         except FtkitError as e:
             usable = f"unusable: {e}"
-        rows.append({"name": name, "version": info.version, "distribution": info.distribution, "status": usable})
+        rows.append({"name": name, "version": info.version, "distribution": info.distribution, "status": usable,
+                     "capabilities": caps.model_dump(mode="json") if caps else None})  # fmt: skip
+        if caps:
+            rows[-1]["capabilities"]["tasks"] = sorted(caps.tasks)
+            rows[-1]["can"] = ", ".join([*sorted(caps.tasks), *caps.operations()])
     if as_json:
         print_json(rows)
         return
@@ -250,6 +256,8 @@ def backends(as_json: JsonOpt = False) -> None:
         out.print("no backends installed; e.g. pip install ftkit-hf")
     for r in rows:
         out.print(f"{r['name']}: {r['status']}  [dim]({r['distribution'] or 'in-process'} {r['version'] or ''})[/dim]")
+        if r.get("can"):
+            out.print(f"  can: {r['can']}", highlight=False)
 
 
 @app.command()

@@ -636,8 +636,13 @@ class FineTuneJob:
         raise JobError(f"job {self.id} is being written by other processes without pause; try again")
 
     def pause(self) -> None:
-        """Pause the job where the backend supports it."""
-        be, ctx = self._backend(), self._context()
+        """Pause the job where the backend supports it.
+
+        Raises:
+            ConfigError: the backend cannot pause jobs (``capabilities.supports_pause``); nothing is changed.
+        """
+        be = self._capable("supports_pause", "pause jobs")
+        ctx = self._context()
         be.pause(ctx)
         self._adopt(ctx)
         self.refresh()
@@ -647,6 +652,8 @@ class FineTuneJob:
 
         Raises:
             JobError: the job was never started, or another live process is starting it.
+            ConfigError: the backend cannot do it: resume a paused job (``capabilities.supports_pause``) or
+                restart one from its last checkpoint (``capabilities.supports_resume_from_checkpoint``).
         """
         self._record = self._store.get(self.id)
         if self.status in (JobStatus.CREATED, JobStatus.VALIDATING):
@@ -655,7 +662,13 @@ class FineTuneJob:
             self.start()
             return
         seen = self._record
-        be, ctx = self._backend(), self._context()
+        if seen.status is JobStatus.PAUSED:
+            be = self._capable("supports_pause", "resume paused jobs")
+        else:
+            be = self._capable(
+                "supports_resume_from_checkpoint", f"restart a {seen.status.value} job from a checkpoint"
+            )
+        ctx = self._context()
         be.resume(ctx)
         ctx.state.pop("final_polled", None)
         ctx.state.pop("cancel_pending", None)
@@ -727,6 +740,14 @@ class FineTuneJob:
         return [{"time": e.time, **e.data} for e in self.events() if e.kind == "metrics"]
 
     # ----------------------------------------------------------------- internals
+
+    def _capable(self, flag: str, what: str) -> Backend:
+        """The backend, once its capabilities say it can do ``what`` (else a ConfigError, nothing changed)."""
+        be = self._backend()
+        if not getattr(be.capabilities, flag):
+            raise ConfigError(f"backend {self._record.backend!r} cannot {what} ({flag} is false); job {self.id} "
+                              "is left as it is")  # fmt: skip
+        return be
 
     def _backend(self) -> Backend:
         if self._backend_instance is None:

@@ -191,7 +191,9 @@ class BackendConformance:
     """Lifecycle checks every backend must pass. Subclass in a pytest module.
 
     Set ``backend`` and ``options``, and implement :meth:`make_spec`. Set ``wait_timeout`` to
-    bound how long a real training run may take.
+    bound how long a real training run may take. Besides a run and a cancel, it checks that the
+    declared :class:`~ftkit.backend.Capabilities` match the methods the backend implements, and that
+    ``FineTuneJob`` refuses an operation the backend does not declare.
     """
 
     backend: ClassVar[str]
@@ -221,6 +223,42 @@ class BackendConformance:
             assert c.label in spec.labels
             assert set(c.probabilities) == set(spec.labels)
             assert abs(sum(c.probabilities.values()) - 1.0) < 1e-6
+
+    def test_capabilities_match_the_methods(self) -> None:
+        """A declared capability has its method; an operation without one is not declared."""
+        from ftkit.backend import get_backend
+
+        be = get_backend(self.backend)
+        caps = be.capabilities
+
+        def overrides(method: str) -> bool:
+            return getattr(type(be), method) is not getattr(Backend, method)
+
+        assert caps.tasks, "a backend trains at least one task"
+        assert caps.supports_pause == overrides("pause"), "supports_pause and pause() disagree"
+        assert caps.supports_attach == overrides("attach"), "supports_attach and attach() disagree"
+        if caps.supports_pause or caps.supports_resume_from_checkpoint:
+            assert overrides("resume"), "a backend that can pause or resume from a checkpoint implements resume()"
+        else:
+            assert not overrides("resume"), "resume() is implemented but no capability declares it"
+
+    def test_unsupported_operations_are_refused(self, tmp_path: Path) -> None:
+        """``FineTuneJob`` refuses, with a ConfigError and nothing changed, what the capabilities leave out."""
+        import pytest
+
+        from ftkit.backend import get_backend
+        from ftkit.errors import ConfigError
+        from ftkit.job import FineTuneJob
+        from ftkit.store import JobStore
+
+        caps = get_backend(self.backend).capabilities
+        if caps.supports_pause:
+            pytest.skip(f"{self.backend} supports pause, the one optional operation a created job can be asked for")
+        store = JobStore(tmp_path / "home")
+        job = FineTuneJob.create(self.make_spec(tmp_path), backend=self.backend, options=self.options, store=store)
+        with pytest.raises(ConfigError, match="cannot pause jobs"):
+            job.pause()
+        assert FineTuneJob.get(job.id, store=store).status is JobStatus.CREATED
 
     def test_cancel(self, tmp_path: Path) -> None:
         from ftkit.job import FineTuneJob

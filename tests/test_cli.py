@@ -122,8 +122,21 @@ def test_backends_lists_installed(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", RUN, "backends", "--json"], capture_output=True, text=True, timeout=60,
                        env={**os.environ, **PLUGIN_ENV, "FTKIT_BACKENDS": "fake"})
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == [{"name": "fake", "version": None, "distribution": None,
-                                     "status": "in-process test double (naive Bayes)"}]
+    (row,) = json.loads(r.stdout)
+    caps = row.pop("capabilities")
+    assert row == {"name": "fake", "version": None, "distribution": None,
+                   "status": "in-process test double (naive Bayes)", "can": "classification"}
+    assert caps["tasks"] == ["classification"] and caps["supports_pause"] is False
+
+
+def test_backends_shows_what_each_can_do(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-c", RUN, "backends"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **PLUGIN_ENV, "FTKIT_BACKENDS": "fake,openai"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    can = {lines[i - 1].split(":")[0]: line.strip() for i, line in enumerate(lines) if line.startswith("  can:")}
+    assert can["fake"] == "can: classification", r.stdout
+    assert "pause/resume" in can["openai"] and "attach" in can["openai"] and "preference" in can["openai"]
 
 
 @pytest.mark.parametrize("cmd", [["--help"], ["validate", "--help"], ["jobs", "--help"]])

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,21 +28,14 @@ from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
 from ftkit_hf.defaults import TrainingPlan, ValidationCarve, carve_validation, plan_training, validation_size
-from ftkit_hf.jobfiles import TERMINAL, JobFiles
 from ftkit_hf.memory_plan import MemoryDecision, job_memory_decision, memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
+from ftkit_hf.protocol import BASE_MODEL, TERMINAL, EventCursor, JobFiles, WorkerJob, WorkerStatus
 from ftkit_hf.speeds import SpeedKey, TimeModel, fit, machine_name, recall
 from ftkit_hf.worker import cancel_file
 
-__all__ = ["HFBackend", "HFConfig", "check_preference"]
+__all__ = ["HFBackend", "HFConfig", "StagedJob", "check_preference", "job_memory_need", "split_lines", "stage_job"]
 
-_STATUS = {
-    "starting": JobStatus.QUEUED,
-    "running": JobStatus.RUNNING,
-    "succeeded": JobStatus.SUCCEEDED,
-    "failed": JobStatus.FAILED,
-    "cancelled": JobStatus.CANCELLED,
-}
 DEFAULT_SETUP_S = 10.0
 """Worker start-up without a measurement: importing torch, transformers and peft, tokenizing [guess]."""
 SETUP_S_PER_GB = 8.0
@@ -352,45 +346,11 @@ class HFBackend(Backend):
     def submit(self, ctx: JobContext) -> str:
         """Copy the data into the job folder, write spec.json and start the worker detached."""
         config = self._config(ctx)
-        prep = self._prepare(ctx.spec, config)
-        files = JobFiles(ctx.workdir)
-        files.data.mkdir(parents=True, exist_ok=True)
-        plan: TrainingPlan = prep["plan"]
-        data = {}
-        for field in ("train", "validation"):
-            src = getattr(ctx.spec, field)
-            if src is not None:
-                dst = files.data / f"{field}.jsonl"
-                shutil.copyfile(src, dst)  # the user's file is only read; the worker reads this copy
-                data[field] = str(dst.resolve())
-        if plan.validation is not None:
-            # The carved lines move from the copy of the training file to a validation file of their own.
-            data["train"], data["validation"] = (str(p.resolve()) for p in split_lines(
-                ctx.spec.train, set(plan.validation.lines), files.data / "train.jsonl",
-                files.data / "validation.jsonl"))
-        memory = _memory_decision(prep, config)  # gradient checkpointing / shorter passes, before loading
-        ctx.state["manifest"] = {"training": plan.model_dump(mode="json")} | (
-            {"memory": memory.manifest()} if memory else {}) | _revision(prep["model"])
-        spec = {
-            "job_id": ctx.id,
-            "task": ctx.spec.task,
-            "model": prep["model"].name,
-            "model_path": str(prep["model"].path),
-            "model_kind": prep["model"].kind,
-            "head": prep["head"],
-            "labels": prep["labels"],
-            "preamble": ctx.spec.preamble,
-            "max_length": prep["max_length"],
-            "train": data["train"],
-            "validation": data.get("validation"),
-            "hyperparameters": ctx.spec.hyperparameters.model_dump(),
-            "training": plan.model_dump(mode="json"),
-            "config": config.model_dump(),
-            "memory": memory.manifest() if memory else None,
-            **_revision(prep["model"]),
-        }
-        atomic_write_text(files.spec, json.dumps(spec, indent=1))
-        pid = self._start_worker(ctx, files, config)
+        staged = stage_job(ctx.id, ctx.spec, config, ctx.workdir)
+        ctx.state["manifest"] = {"training": staged.job.training} | (
+            {"memory": staged.job.memory} if staged.job.memory else {}) | (
+            {"model_revision": staged.job.model_revision} if staged.job.model_revision else {})
+        pid = self._start_worker(ctx, JobFiles(ctx.workdir), config)
         return f"local-{pid}"
 
     def _start_worker(self, ctx: JobContext, files: JobFiles, config: HFConfig) -> int:
@@ -449,10 +409,11 @@ class HFBackend(Backend):
             st = files.read_status() or st
             events += self._read_events(ctx, files)
         vendor = st.get("status", "starting")
-        status = _STATUS.get(vendor)
-        if status is None:
+        known = WorkerStatus.parse(vendor)
+        if known is None:
             return PollResult(status=JobStatus.FAILED, backend_status=vendor, events=events,
                               error=f"unknown worker status {vendor!r}")
+        status = known.job_status
         error = st.get("error")
         if vendor not in TERMINAL and not alive:
             step = files.latest_checkpoint_step()
@@ -480,28 +441,10 @@ class HFBackend(Backend):
                           f"on {plan.describe()}{f' x {processes} processes' if processes > 1 else ''}")
 
     def _read_events(self, ctx: JobContext, files: JobFiles) -> list[Event]:
-        offset = int(ctx.state.get("events_offset", 0))
-        line_no = int(ctx.state.get("events_line", 0))
-        try:
-            with files.events.open("rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        out: list[Event] = []
-        end = chunk.rfind(b"\n") + 1  # only complete lines; a half-written one is read next time
-        for raw in chunk[:end].splitlines():
-            line_no += 1
-            try:
-                obj = json.loads(raw)
-                out.append(Event(time=obj.get("time", time.time()), level=obj.get("level", "info"),
-                                 kind=obj.get("kind", "message"), message=obj.get("message", ""),
-                                 data=obj.get("data", {}), key=f"line-{line_no}"))
-            except (ValueError, TypeError):
-                out.append(Event(level="warning", message=f"unreadable event line {line_no}", key=f"line-{line_no}"))
-        ctx.state["events_offset"] = offset + end
-        ctx.state["events_line"] = line_no
-        return out
+        cursor = EventCursor(offset=int(ctx.state.get("events_offset", 0)), line=int(ctx.state.get("events_line", 0)))
+        events, cursor = files.read_events(cursor)
+        ctx.state["events_offset"], ctx.state["events_line"] = cursor.offset, cursor.line
+        return events
 
     def _alive(self, ctx: JobContext) -> bool:
         import psutil
@@ -596,6 +539,91 @@ def split_lines(src: Path, carved: set[int], train: Path, validation: Path) -> t
     atomic_write_text(train, "".join(kept))
     atomic_write_text(validation, "".join(held))
     return train, validation
+
+
+@dataclass(frozen=True)
+class StagedJob:
+    """A job folder written for the worker: the ``spec.json`` written, and the base model's folder here."""
+
+    job: WorkerJob
+    model_dir: Path
+
+
+def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, *, portable: bool = False) -> StagedJob:
+    """Write the worker's job folder for ``spec``: the data copied into ``data/`` and ``spec.json``.
+
+    The model is resolved and the data tokenized here (the hf backend's own preparation, so a bad
+    example fails before anything is started or rented), and the training settings are chosen from
+    the data; a validation split carved from the training file is written as a file of its own.
+
+    Args:
+        job_id: The ftkit job id.
+        spec: The job.
+        config: The hf options.
+        folder: The job folder (created if missing).
+        portable: Paths relative to the folder, with the base model expected in ``base_model/`` (for a
+            folder shipped to another machine); otherwise absolute paths on this machine.
+
+    Raises:
+        ConfigError, DatasetError: the model or the data cannot be trained as asked.
+    """
+    prep = HFBackend()._prepare(spec, config)
+    files = JobFiles(folder)
+    files.data.mkdir(parents=True, exist_ok=True)
+    plan: TrainingPlan = prep["plan"]
+    copies: dict[str, Path] = {}
+    for field in ("train", "validation"):
+        src = getattr(spec, field)
+        if src is not None:
+            copies[field] = files.data / f"{field}.jsonl"
+            shutil.copyfile(src, copies[field])  # the user's file is only read; the worker reads this copy
+    if plan.validation is not None:
+        # The carved lines move from the copy of the training file to a validation file of their own.
+        copies["train"], copies["validation"] = split_lines(spec.train, set(plan.validation.lines),
+                                                            files.data / "train.jsonl",
+                                                            files.data / "validation.jsonl")  # fmt: skip
+
+    def where(path: Path) -> str:
+        return path.relative_to(files.root).as_posix() if portable else str(path.resolve())
+
+    model: ResolvedModel = prep["model"]
+    memory = None if portable else _memory_decision(prep, config)  # checkpointing / shorter passes, before loading
+    job = WorkerJob(
+        job_id=job_id,
+        task=spec.task,
+        model=model.name,
+        model_path=BASE_MODEL if portable else str(model.path),
+        model_kind=model.kind,
+        head=prep["head"],
+        labels=prep["labels"],
+        preamble=spec.preamble,
+        max_length=prep["max_length"],
+        train=where(copies["train"]),
+        validation=where(copies["validation"]) if "validation" in copies else None,
+        hyperparameters=spec.hyperparameters.model_dump(),
+        training=plan.model_dump(mode="json"),
+        config=config.model_dump(),
+        # Decided here for this machine's device; a shipped job decides on the machine it lands on.
+        memory=None if portable or memory is None else memory.manifest(),
+        **_revision(model),
+    )
+    files.write_job(job)
+    return StagedJob(job=job, model_dir=Path(model.path))
+
+
+def job_memory_need(spec: JobSpec, config: HFConfig) -> dict[str, Any] | None:
+    """What the memory plan needs to know of a decoder job before any device is seen: the model's
+    ``config.json`` and the longest training example in tokens (None for a classification head, which the plan
+    does not cover). The remote backend checks each offer's GPU against it before renting.
+
+    Raises:
+        ConfigError, DatasetError: the model or the data cannot be trained as asked.
+    """
+    prep = HFBackend()._prepare(spec, config)
+    if prep["head"] == "sequence_classification":
+        return None
+    config_file = Path(prep["model"].path) / "config.json"
+    return {"model_config": json.loads(config_file.read_text(encoding="utf-8")), "longest": prep["longest"]}
 
 
 def check_preference(config: HFConfig, where: str) -> None:

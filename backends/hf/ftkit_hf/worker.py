@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from ftkit.errors import ConfigError, FtkitError
 from ftkit_hf.config import HFConfig
-from ftkit_hf.jobfiles import TERMINAL, JobFiles
+from ftkit_hf.protocol import CANCEL, TERMINAL, JobFiles
 
 if TYPE_CHECKING:
     from ftkit_hf.engine.distributed import Group
 
-CANCEL_FILE = "cancel"
+CANCEL_FILE = CANCEL  # the protocol's name, kept for older imports
 
 _DEFAULT_TARGETS = {
     "attn_mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -100,7 +100,7 @@ def run(job_dir: str | Path) -> int:
     stop = _Stop(cancel_file(files.root))
     stop.install()
     try:
-        spec = files.read_spec()
+        spec = files.read_spec()  # validated against the protocol's WorkerJob: a bad field is a ConfigError
         config = HFConfig.model_validate(spec["config"])
         group = init_from_env(config.device)
         writer = group.is_main

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import jsonlines
+
 from ftkit.errors import APIError, JobTimeoutError
 from ftkit_openai.client import OpenAIAPI
 from ftkit_openai.statuses import BATCH_TERMINAL
@@ -59,10 +61,11 @@ def _run_one(api: OpenAIAPI, bodies: Sequence[dict[str, Any]]) -> list[dict[str,
         if not file_id:
             continue
         text = api.call(c.files.content, file_id).text
-        for line in text.splitlines():
-            if line.strip():
-                row = json.loads(line)
+        try:
+            for row in jsonlines.Reader(text.splitlines()).iter(type=dict, skip_empty=True):
                 found[str(row.get("custom_id"))] = _answer(row)
+        except jsonlines.InvalidLineError as e:  # the service broke its own format: its failure, not the data's
+            raise APIError(f"batch {batch.id}: unreadable result line {e.lineno} of file {file_id}") from None
     out: list[dict[str, Any] | APIError] = []
     for i in range(len(bodies)):
         out.append(found.get(f"req-{i}", APIError(f"batch {batch.id} returned no answer for request {i}")))

@@ -12,13 +12,13 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from ftkit.errors import APIError, AuthenticationError, QuotaExceededError, RateLimitError
+from ftkit.retry_after import retry_after_seconds
 from ftkit_openai.config import OpenAIConfig
 
 T = TypeVar("T")
@@ -113,21 +113,7 @@ def _jitter(state: RetryCallState) -> float:
 
 def retry_after(exc: openai.APIStatusError) -> float | None:
     """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``), or None."""
-    headers = exc.response.headers
-    ms = headers.get("retry-after-ms")
-    if ms:
-        with contextlib.suppress(ValueError):
-            return max(float(ms) / 1000, 0.0)
-    ra = headers.get("retry-after")
-    if ra:
-        try:
-            return max(float(ra), 0.0)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError):
-                import time
-
-                return max(parsedate_to_datetime(ra).timestamp() - time.time(), 0.0)
-    return None
+    return retry_after_seconds(exc.response.headers)
 
 
 @contextlib.contextmanager

@@ -18,13 +18,14 @@ from pydantic import ValidationError
 
 from ftkit.backend import Backend, BackendConfig, Capabilities, CostEstimate, JobContext, PollResult
 from ftkit.costs.rows import CostRow, EstimateWork
-from ftkit.errors import BackendUnavailableError, ConfigError, JobError
+from ftkit.errors import ConfigError, JobError
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_remote.config import RemoteConfig
 from ftkit_remote.interrupts import signals_held, sigterm_as_interrupt
 from ftkit_remote.providers import provider_config
 from ftkit_remote.run import RemoteRun
+from ftkit_remote.trainer import DEFAULT_CAUSAL, HFConfig, check_preference, predictor_class, resolve_model
 
 __all__ = ["RemoteBackend", "RemoteConfig"]
 T = TypeVar("T")
@@ -44,10 +45,6 @@ class RemoteBackend(Backend):
 
     def default_model(self, task: str) -> str:
         """The hf backend's default (SmolLM2-135M-Instruct), trained on the rented machine."""
-        try:
-            from ftkit_hf.models import DEFAULT_CAUSAL
-        except ImportError:
-            return "smollm2-135m"
         return str(DEFAULT_CAUSAL)
 
     def parse_config(self, options: dict[str, Any]) -> BackendConfig:
@@ -62,24 +59,15 @@ class RemoteBackend(Backend):
         assert isinstance(config, RemoteConfig)
         if config.worker_command is not None or not spec.model:
             return None
-        from ftkit_hf.models import resolve_model
-
         return f"hf:{resolve_model(spec.model).path}"
 
     def model_target(self, model: str) -> str | None:
         """The hf rules of the model (the hf trainer runs on the machine), resolved as the hf backend does."""
-        from ftkit_hf.models import resolve_model
-
         return f"hf:{resolve_model(model).path}"
 
     def describe(self) -> str:
-        """Providers and whether the trainer is installed."""
-        try:
-            import ftkit_hf  # noqa: F401
-
-            return "vast, runpod, lambda, ssh; trainer ftkit-hf installed"
-        except ImportError:
-            return "vast, runpod, lambda, ssh; the trainer needs ftkit-hf (pip install ftkit-hf)"
+        """Providers and the trainer."""
+        return "vast, runpod, lambda, ssh; trainer ftkit-hf"
 
     def check(self, spec: JobSpec, config: BackendConfig) -> None:
         """Refuse at create time what would fail on the machine: no trainer installed, bad trainer options."""
@@ -87,17 +75,11 @@ class RemoteBackend(Backend):
         if config.worker_command is not None:
             return
         try:
-            from ftkit_hf.config import HFConfig
-        except ImportError:
-            raise BackendUnavailableError("[remote] the trainer is ftkit-hf's worker: pip install ftkit-hf") from None
-        try:
             hf = HFConfig.model_validate(config.hf)
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"[remote.hf] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         if spec.task == "preference":
-            from ftkit_hf.backend import check_preference
-
             check_preference(hf, "[remote.hf]")
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
@@ -163,9 +145,6 @@ class RemoteBackend(Backend):
         """An HFPredictor over the local base model with the fetched adapter."""
         import json
 
-        from ftkit_hf.models import resolve_model
-        from ftkit_hf.predictor import HFPredictor
-
         adapter = ctx.workdir / "model"
         meta_path = adapter / "ftkit-hf.json"
         if not meta_path.is_file():
@@ -174,7 +153,7 @@ class RemoteBackend(Backend):
         base = Path(meta.get("base_model", ""))
         if not base.is_absolute() or not base.is_dir():  # the machine's path ("base_model"): resolve it here
             base = resolve_model(ctx.spec.model or self.default_model(ctx.spec.task)).path
-        return HFPredictor.load(base, adapter, kind=meta["kind"], labels=meta.get("labels"),
+        return predictor_class().load(base, adapter, kind=meta["kind"], labels=meta.get("labels"),
                                 preamble=meta.get("preamble"), device="cpu")  # fmt: skip
 
 
@@ -187,6 +166,7 @@ def _drive(ctx: JobContext, step: Any) -> Any:
         try:
             return await step(run)
         finally:
+            run.save()  # whatever happened, the registry stores what the run knows now
             await run.aclose()
 
     return _run_sync(main())
@@ -216,7 +196,7 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 def _gpu_memory_line(ctx: JobContext, gpu: str) -> list[str]:
     """ftkit-hf's memory plan for the job's model on ``gpu``: fits, with what, or not."""
-    from ftkit_hf.memory_plan import gpu_fit_line
+    from ftkit_remote.trainer import gpu_fit_line
 
     line = gpu_fit_line(str(ctx.spec.model), gpu, options=getattr(ctx.config, "hf", None) or None)
     return [line] if line else []

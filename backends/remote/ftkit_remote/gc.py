@@ -14,7 +14,6 @@ verified gone, and its lease closed.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from ftkit.errors import FtkitError, JobNotFoundError
 from ftkit.store import JobStore
 from ftkit_remote.leases import Lease, LeaseLedger
 from ftkit_remote.providers import LABEL_PREFIX, Instance, InstanceState, Provider, make_provider
+from ftkit_remote.teardown import destroy_until_gone
 
 
 @dataclass
@@ -101,18 +101,8 @@ async def collect(
 
 
 async def _destroy(provider: Provider, inst: Instance, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await provider.destroy(inst.instance_id)
-            now = await provider.get(inst.instance_id)
-            if now is None or now.state is InstanceState.TERMINATED:
-                return True
-        except FtkitError:
-            pass
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(1.0)
+    return await destroy_until_gone(provider, inst.instance_id, timeout=timeout, first_wait=1.0, max_wait=1.0,
+                                    retry_on=(FtkitError,))  # fmt: skip
 
 
 def providers_for_gc(extra: dict[str, dict[str, Any]] | None = None, ledger: LeaseLedger | None = None) -> tuple[

@@ -1,8 +1,8 @@
 """The job folder shipped to the machine, and the two scripts that run there.
 
-The folder follows the worker protocol of ftkit-hf (``spec.json``, ``data/``, then ``events.jsonl``,
-``status.json``, ``checkpoints/``, ``model/`` written by the worker), with paths relative to the
-folder so it can live anywhere on the machine. ``ftkit_run.sh`` starts the worker (under torchrun
+The folder follows the worker protocol of ftkit-hf (:mod:`ftkit_hf.protocol`: ``spec.json``, ``data/``,
+then ``events.jsonl``, ``status.json``, ``checkpoints/``, ``model/`` written by the worker), with paths
+relative to the folder so it can live anywhere on the machine. ``ftkit_run.sh`` starts the worker (under torchrun
 when the machine has several GPUs) and records its exit code; ``ftkit_deadman.sh`` destroys the
 machine with its own instance-scoped key at the deadline or a grace period after the job ended —
 whether or not the laptop that started it is still around.
@@ -19,18 +19,21 @@ from typing import Any
 
 from ftkit.atomic import atomic_write_text
 from ftkit.backend import JobContext
-from ftkit.errors import BackendUnavailableError
+from ftkit_remote.trainer import SPEC, HFConfig, stage_job
 
 
 def stage_job_folder(ctx: JobContext, hf_options: dict[str, Any], custom_worker: bool) -> tuple[Path, Path | None]:
     """Write the folder to ship under ``ctx.workdir/stage``; returns it and the base model folder to ship.
 
-    With the default worker the spec is ftkit-hf's (model resolved, labels and lengths computed by
-    the hf backend's own preparation, so a bad example fails here, before anything is rented).
-    A custom worker gets the JobSpec itself, with data paths relative to the folder.
+    With the default worker the folder is ftkit-hf's (:func:`ftkit_hf.backend.stage_job`, paths relative
+    to the folder): the model is resolved and the data tokenized here, so a bad example fails before
+    anything is rented. A custom worker gets the JobSpec itself, with data paths relative to the folder.
     """
     stage = ctx.workdir / "stage"
     shutil.rmtree(stage, ignore_errors=True)
+    if not custom_worker:
+        staged = stage_job(ctx.id, ctx.spec, HFConfig.model_validate(hf_options), stage, portable=True)
+        return stage, staged.model_dir
     (stage / "data").mkdir(parents=True)
     data: dict[str, str | None] = {"train": None, "validation": None}
     for field in ("train", "validation"):
@@ -38,44 +41,9 @@ def stage_job_folder(ctx: JobContext, hf_options: dict[str, Any], custom_worker:
         if src is not None:
             shutil.copyfile(src, stage / "data" / f"{field}.jsonl")
             data[field] = f"data/{field}.jsonl"
-    model_dir: Path | None = None
-    if custom_worker:
-        spec: dict[str, Any] = ctx.spec.model_dump(mode="json") | data | {"job_id": ctx.id}
-    else:
-        try:
-            from ftkit_hf.backend import HFBackend
-            from ftkit_hf.config import HFConfig
-        except ImportError:
-            raise BackendUnavailableError("the remote backend runs ftkit-hf's worker: pip install ftkit-hf") from None
-        config = HFConfig.model_validate(hf_options)
-        prep = HFBackend()._prepare(ctx.spec, config)
-        model_dir = Path(prep["model"].path)
-        plan = prep["plan"]  # the settings chosen from the data, as ftkit-hf's submit() uses them
-        if plan.validation is not None:
-            from ftkit_hf.backend import split_lines
-
-            split_lines(ctx.spec.train, set(plan.validation.lines), stage / "data" / "train.jsonl",
-                        stage / "data" / "validation.jsonl")
-            data["validation"] = "data/validation.jsonl"
-        # The same fields ftkit-hf's submit() writes, with paths relative to the job folder.
-        spec = {
-            "job_id": ctx.id,
-            "task": ctx.spec.task,
-            "model": prep["model"].name,
-            "model_path": "base_model",
-            "model_kind": prep["model"].kind,
-            "head": prep["head"],
-            "labels": prep["labels"],
-            "preamble": ctx.spec.preamble,
-            "max_length": prep["max_length"],
-            "train": data["train"],
-            "validation": data["validation"],
-            "hyperparameters": ctx.spec.hyperparameters.model_dump(),
-            "training": plan.model_dump(mode="json"),
-            "config": config.model_dump(),
-        }
-    atomic_write_text(stage / "spec.json", json.dumps(spec, indent=1))
-    return stage, model_dir
+    spec: dict[str, Any] = ctx.spec.model_dump(mode="json") | data | {"job_id": ctx.id}
+    atomic_write_text(stage / SPEC, json.dumps(spec, indent=1))
+    return stage, None
 
 
 def run_script(worker_argv: list[str], num_gpus: int, launcher: str, setup: bool = False) -> str:
@@ -125,9 +93,9 @@ def deadman_script(destroy_argv: list[str] | None, deadline: float, grace_s: flo
         "while true; do\n"
         "  now=$(date +%s)\n"
         # ceil: never before the client's own deadline, so the client reports max_duration, not a cancel
-        f"  if [ \"$now\" -ge {math.ceil(deadline)} ]; then echo \"deadline reached\"; break; fi\n"
+        f'  if [ "$now" -ge {math.ceil(deadline)} ]; then echo "deadline reached"; break; fi\n'
         f"  if [ -f exit_code ] && [ $((now - $(stat -c %Y exit_code))) -ge {int(grace_s)} ]; then\n"
-        "    echo \"job ended and nobody fetched it\"; break; fi\n"
+        '    echo "job ended and nobody fetched it"; break; fi\n'
         f"  sleep {check_s}\n"
         "done\n"
         "date -u +'%Y-%m-%dT%H:%M:%SZ destroying this instance'\n"

@@ -12,39 +12,32 @@ Only the default worker is planned: a custom ``worker_command`` may do anything,
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.errors import ConfigError
 from ftkit_remote.providers import Offer
 
 if TYPE_CHECKING:
-    from ftkit_remote.runbase import RunBase
+    from ftkit_remote.core import RunCore
 
 GB = 10**9  # providers quote GPU memory in (marketing) GB; 1e9 bytes each is below what the cards report
 
 
-def _need(run: RunBase) -> dict[str, Any] | None:
+def _need(run: RunCore) -> dict[str, Any] | None:
     """The model's config and the longest example, computed once per job (kept in the run's state)."""
     if run.config.worker_command is not None:
         return None
-    cached = run.st.get("memory_need")
+    cached = run.state.memory_need
     if cached is not None:
         return cached or None  # {}: computed before, nothing to plan (a classification head)
-    from ftkit_hf.backend import HFBackend
-    from ftkit_hf.config import HFConfig
+    from ftkit_remote.trainer import HFConfig, job_memory_need
 
-    prep = HFBackend()._prepare(run.ctx.spec, HFConfig.model_validate(run.config.hf))
-    need: dict[str, Any] = {}
-    if prep["head"] != "sequence_classification":
-        config_file = Path(prep["model"].path) / "config.json"
-        need = {"model_config": json.loads(config_file.read_text(encoding="utf-8")), "longest": prep["longest"]}
-    run.st["memory_need"] = need
+    need = job_memory_need(run.ctx.spec, HFConfig.model_validate(run.config.hf)) or {}
+    run.state.memory_need = need
     return need or None
 
 
-def fit_offers(offers: list[Offer], run: RunBase) -> list[Offer]:
+def fit_offers(offers: list[Offer], run: RunCore) -> list[Offer]:
     """The offers whose GPU the job fits, in their order; each one skipped is said in the run's events.
 
     Args:
@@ -60,8 +53,7 @@ def fit_offers(offers: list[Offer], run: RunBase) -> list[Offer]:
     need = _need(run) if offers else None
     if need is None:
         return offers
-    from ftkit_hf.config import HFConfig
-    from ftkit_hf.memory_plan import gpu_precision, job_memory_decision
+    from ftkit_remote.trainer import HFConfig, gpu_precision, job_memory_decision
 
     hf = HFConfig.model_validate(run.config.hf)
     kept: list[Offer] = []

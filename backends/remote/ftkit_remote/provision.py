@@ -1,32 +1,69 @@
-"""Provisioning steps of a run: create (never blindly retried), wait until usable, ship, start detached."""
+"""The provisioning step of a run: create (never blindly retried), wait until usable, hand over to shipping.
+
+It ends with the worker running on a machine that answered SSH, showed its GPUs and had room; any
+failure in here is the caller's to tear down (:class:`~ftkit_remote.teardown.Teardown`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import time
-from pathlib import Path
 from typing import Any
 
-from ftkit.errors import APIError, AuthenticationError, QuotaExceededError
-from ftkit_remote.jobfolder import deadman_script, run_script
+from ftkit.errors import APIError, AuthenticationError, ConfigError, QuotaExceededError
+from ftkit_remote.core import RunCore
+from ftkit_remote.offer_fit import fit_offers
 from ftkit_remote.providers import (
     CapacityError,
     InstanceState,
+    LaunchSpec,
     Offer,
     ProvisioningFailed,
     SshEndpoint,
 )
-from ftkit_remote.runbase import DEAD_STATES, DEFAULT_WORKER, RunBase
-from ftkit_remote.ssh import HostKeyChanged, SshError, connect
+from ftkit_remote.shipping import Shipping, StagedFolder
+from ftkit_remote.ssh import HostKeyChanged, SshError, connect, public_key_line
+from ftkit_remote.state import Endpoint
+from ftkit_remote.teardown import DEAD_STATES, Teardown
 
 
 class Unusable(ProvisioningFailed):
     """The machine answers but cannot run the job (no GPU, disk full): waiting will not help."""
 
 
-class Provisioning(RunBase):
-    """Create → wait until usable (running, SSH, GPU, disk) → ship the job folder → start the worker."""
+class Provisioning:
+    """Offers → create → wait until usable (running, SSH, GPU, disk) → ship the job folder and start the worker."""
+
+    def __init__(self, core: RunCore, shipping: Shipping, teardown: Teardown) -> None:
+        self.core = core
+        self.config = core.config
+        self.provider = core.provider
+        self.label = core.label
+        self.shipping = shipping
+        self.teardown = teardown
+
+    def note(self, message: str, level: str = "info", kind: str = "message", **data: Any) -> None:
+        """An event of the run."""
+        self.core.note(message, level, kind, **data)
+
+    async def offers(self) -> list[Offer]:
+        """The matching offers, cheapest first, without any whose price the guards cannot compare."""
+        offers = []
+        for offer in fit_offers(await self.provider.search_offers(self.config.offer_query()), self.core):
+            # A price the guards cannot compare (nan, inf) or one below zero (or zero where the machine is rented)
+            # would slip past max_cost: such an offer is never taken.
+            if math.isfinite(offer.price_per_hour) and (offer.price_per_hour > 0 or not self.provider.caps.rents):
+                offers.append(offer)
+            else:
+                self.note(f"offer {offer.offer_id} skipped: price {offer.price_per_hour!r}/h", level="warning")
+        if not offers:
+            raise ConfigError(
+                f"[remote] no {self.config.provider} offer matches gpu_names={self.config.gpu_names or 'any'}, "
+                f"num_gpus={self.config.num_gpus}, max_price_per_hour={self.config.max_price_per_hour}, "
+                f"disk_gb={self.config.disk_gb}"
+            )
+        return offers
 
     async def _create(self, offers: list[Offer]) -> tuple[str, Offer]:
         tried: list[str] = []
@@ -38,7 +75,7 @@ class Provisioning(RunBase):
                 tried.append(f"{offer.offer_id}: {e}")
                 self.note(f"offer {offer.offer_id} failed after create: {e}; destroying it", level="warning")
                 if e.instance_id:
-                    await self._destroy_verified(e.instance_id)
+                    await self.teardown.destroy(e.instance_id)
             except CapacityError as e:
                 tried.append(f"{offer.offer_id}: {e}")
                 self.note(f"offer {offer.offer_id} unavailable: {e}", level="warning")
@@ -51,17 +88,14 @@ class Provisioning(RunBase):
                     self.note(f"create answered {e} but instance {found[0].instance_id} exists; using it",
                               level="warning")  # fmt: skip
                     for extra in found[1:]:
-                        await self._destroy_verified(extra.instance_id)
+                        await self.teardown.destroy(extra.instance_id)
                     return found[0].instance_id, offer
                 raise
         raise CapacityError(f"[remote] no offer could be rented: {'; '.join(tried)}")
 
-    def _launch_spec(self) -> Any:
-        from ftkit_remote.providers import LaunchSpec
-        from ftkit_remote.ssh import public_key_line
-
-        return LaunchSpec(label=self.label, ssh_public_key=public_key_line(self._key), disk_gb=self.config.disk_gb,
-                          env={"FTKIT_JOB_ID": self.ctx.id})  # fmt: skip
+    def _launch_spec(self) -> LaunchSpec:
+        return LaunchSpec(label=self.label, ssh_public_key=public_key_line(self.core.key),
+                          disk_gb=self.config.disk_gb, env={"FTKIT_JOB_ID": self.core.ctx.id})  # fmt: skip
 
     async def _wait_ready(self, instance_id: str) -> tuple[SshEndpoint, int]:
         """Provider says running, SSH answers, GPU visible, disk free — or ProvisioningFailed at the deadline."""
@@ -83,7 +117,7 @@ class Provisioning(RunBase):
             if inst.state is InstanceState.RUNNING and inst.ssh is not None:
                 try:
                     gpus = await self._probe(inst.ssh, instance_id)
-                    self.st["endpoint"] = {"host": inst.ssh.host, "port": inst.ssh.port, "user": inst.ssh.user}
+                    self.core.state.endpoint = Endpoint(host=inst.ssh.host, port=inst.ssh.port, user=inst.ssh.user)
                     return inst.ssh, gpus
                 except HostKeyChanged:
                     raise
@@ -102,7 +136,7 @@ class Provisioning(RunBase):
 
     async def _probe(self, endpoint: SshEndpoint, instance_id: str) -> int:
         """SSH works, the GPUs show, the disk has room. Returns the GPU count."""
-        async with connect(endpoint, self._key, timeout=15) as s:
+        async with connect(endpoint, self.core.key, timeout=15) as s:
             r = await s.run(
                 "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; echo '--ftkit--'; "
                 "mkdir -p " + self.config.remote_dir + " && df -Pk " + self.config.remote_dir + " | tail -1",
@@ -125,35 +159,8 @@ class Provisioning(RunBase):
             self.note(f"machine ready: {len(gpus)} GPU(s): {gpus[0].strip()}", gpus=[g.strip() for g in gpus])
         return len(gpus)
 
-    async def _ship_and_start(self, endpoint: SshEndpoint, gpus: int, stage: Path, model_dir: Path | None) -> None:
-        job = f"{self.config.remote_dir}/{self.ctx.id}"
-        worker = list(self.config.worker_command or DEFAULT_WORKER)
-        setup = (stage / "ftkit_setup.py").is_file()  # staged by stage_wheels before renting
-        (stage / "ftkit_run.sh").write_text(run_script(worker, max(gpus, 1), self.config.launcher, setup))
-        destroy = self.provider.self_destroy_command() if self.config.deadman else None
-        (stage / "ftkit_deadman.sh").write_text(
-            deadman_script(destroy, self.st["deadline"], self.config.finished_grace_s, self.config.deadman_check_s)
-        )
-        if model_dir is not None and not self.config.ship_model:  # the same path must exist on the machine
-            spec = json.loads((stage / "spec.json").read_text())
-            (stage / "spec.json").write_text(json.dumps(spec | {"model_path": str(model_dir)}, indent=1))
-        async with connect(endpoint, self._key) as s:
-            await s.run(f"rm -rf {job}", check=True)
-            await s.put(stage, job)
-            if model_dir is not None and self.config.ship_model:
-                await s.put(model_dir, f"{job}/base_model")
-            if self.config.deadman:
-                await s.run(_detached(f"{job}/ftkit_deadman.sh", f"{job}/deadman.log"), check=True)
-            await s.run(_detached(f"{job}/ftkit_run.sh", f"{job}/worker.log"), check=True)
-        self.st["remote_job"] = job
-        self.note(f"worker started on the machine in ~/{job}" + (" with a dead-man switch" if destroy else ""))
-
-    # ------------------------------------------------------------------ poll
+    async def _ship_and_start(self, endpoint: SshEndpoint, gpus: int, staged: StagedFolder) -> None:
+        """Hand the usable machine to the shipping step: upload the folder, start the worker (and dead-man switch)."""
+        await self.shipping.ship_and_start(endpoint, gpus, staged)
 
 
-def _detached(script: str, log: str) -> str:
-    """A command line that starts ``script`` in its own session, holding none of the SSH channel's pipes.
-
-    (``cd X && cmd &`` would background a subshell that keeps stdout open, and the exec would never end.)
-    """
-    return f"setsid nohup bash {script} > {log} 2>&1 < /dev/null &"

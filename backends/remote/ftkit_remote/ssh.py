@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import shlex
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+from filelock import FileLock
 
 from ftkit.atomic import atomic_write_bytes, atomic_write_text
 from ftkit.errors import BackendError
@@ -57,7 +57,7 @@ def public_key_line(key: asyncssh.SSHKey) -> str:
 
 
 class _KnownHosts:
-    """A ``host:port key`` file with pin-on-first-use, safe across processes (flock)."""
+    """A ``host:port key`` file with pin-on-first-use, safe across processes (a file lock)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -75,8 +75,7 @@ class _KnownHosts:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.path.with_suffix(".lock")):  # across processes, on every OS
             yield
 
     def check_or_pin(self, name: str, key: str) -> None:

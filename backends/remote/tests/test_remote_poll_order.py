@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from ftkit_remote.emulators.common import EmulatorServer
-from ftkit_remote.run import RemoteRun
+from ftkit_remote.follow import Following
 from ftkit_remote.ssh import SshSession
 from remote_testkit import remote_options
 
@@ -25,21 +25,21 @@ from ftkit.events import JobStatus
 def test_status_written_just_before_exit_is_read_again(
     vast: EmulatorServer, data_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_read = RemoteRun._read_json
+    real_read = Following._read_json
     seen = {"stale_with_exit_code": 0}
 
-    async def stale_status(self: RemoteRun, s: SshSession, name: str) -> dict[str, Any] | None:
+    async def stale_status(self: Following, s: SshSession, name: str) -> dict[str, Any] | None:
         out = await real_read(self, s, name)
         if name != "status.json" or not out or out.get("status") not in ("succeeded", "failed", "cancelled"):
             return out
         if seen["stale_with_exit_code"]:
             return out  # the poll's second look
-        exit_code = (await s.read_from(f"{self.st['remote_job']}/exit_code", 0)).strip()
+        exit_code = (await s.read_from(f"{self.job}/exit_code", 0)).strip()
         if exit_code:
             seen["stale_with_exit_code"] += 1  # the poll will now read this exit code after "running"
         return {"status": "running"}
 
-    monkeypatch.setattr(RemoteRun, "_read_json", stale_status)
+    monkeypatch.setattr(Following, "_read_json", stale_status)
     spec = JobSpec(task="classification", train=data_file, labels=["ham", "spam"])
     job = FineTuneJob.create(spec, backend="remote", options=remote_options(vast))
     job.start()

@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from ftkit.backend import BackendConfig
 from ftkit.errors import APIError, AuthenticationError, QuotaExceededError, RateLimitError
+from ftkit.retry_after import retry_after_seconds
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -119,11 +120,9 @@ class HttpApi:
     def _wait(self, state: RetryCallState) -> float:
         err = state.outcome.exception() if state.outcome else None
         resp = err.response if isinstance(err, _Retryable) else None
-        if resp is not None and "retry-after" in resp.headers:
-            try:
-                return min(float(resp.headers["retry-after"]), self.policy.max_wait_s)
-            except ValueError:
-                pass
+        asked = retry_after_seconds(resp.headers) if resp is not None else None
+        if asked is not None:
+            return min(asked, self.policy.max_wait_s)
         backoff = self.policy.initial_wait_s * self.policy.multiplier ** (state.attempt_number - 1)
         return min(backoff, self.policy.max_wait_s)
 
