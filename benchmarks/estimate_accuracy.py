@@ -3,7 +3,8 @@
     nice -n 15 python benchmarks/estimate_accuracy.py                   # ~5-10 min on a 2-core CPU
     python benchmarks/estimate_accuracy.py --sizes 24 48 96 --out benchmarks/results/x.json
 
-hf: real LoRA training of SmolLM2-135M-Instruct (offline copy) on SMS spam classification, one epoch per job,
+hf: real LoRA training of SmolLM2-135M-Instruct (offline copy; ``--model tiny``: the test suite's 2-layer
+Llama, for a machine too loaded to train SmolLM2 in minutes) on SMS spam classification, one epoch per job,
 in a fresh job registry and a fresh measurement folder (``$FTKIT_MEASUREMENTS``), so nothing of the user's is
 read or changed. A short calibration job runs first (the "short measurement on the user's machine"); then each
 size is estimated just before it runs (``FineTuneJob.create`` stores the estimate) from the measurements of the
@@ -45,7 +46,25 @@ def _cpu() -> str:
     return cpu_model_name()
 
 
-def _hf_rows(sizes: list[int], work: Path, calibrate: int) -> list[dict[str, Any]]:
+def _tiny_llama(work: Path) -> str:
+    """The test suite's fixture: a 2-layer Llama (hidden 64) with random weights and SmolLM2's tokenizer and
+    chat template. Real code paths (worker, tokenizing, packing, LoRA), seconds of compute: set-up dominates."""
+    import torch
+    from ftkit_hf.models import resolve_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = work / "tiny-llama"
+    tok = AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m").path))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return str(out)
+
+
+def _hf_rows(sizes: list[int], work: Path, calibrate: int, model: str | None) -> list[dict[str, Any]]:
     from ftkit_hf.backend import HFBackend
     from ftkit_hf.datasets import load_sms_spam, stratified_split, write_jsonl
 
@@ -60,7 +79,7 @@ def _hf_rows(sizes: list[int], work: Path, calibrate: int) -> list[dict[str, Any
         (f"{n} examples", n) for n in sizes]
     for label, n in plan:
         data = write_jsonl(pool[:n], work / f"train-{n}.jsonl")
-        spec = ftkit.JobSpec(task="classification", train=data, labels=["ham", "spam"],
+        spec = ftkit.JobSpec(task="classification", train=data, labels=["ham", "spam"], model=model,
                              hyperparameters=ftkit.Hyperparameters(epochs=1))
         # What a machine with no measurements would be told (the FLOPs default), for comparison.
         measured = os.environ["FTKIT_MEASUREMENTS"]
@@ -104,9 +123,9 @@ def _openai_row(work: Path) -> dict[str, Any]:
 
     parts = stratified_split(load_sms_spam(), {"train": 40}, seed=1, balanced=True)
     data = write_jsonl(parts["train"], work / "openai-train.jsonl")
-    fast = {"status_seconds": 0.05, "step_seconds": 0.01, "steps_per_epoch": 4, "batch_seconds": 0.05,
-            "queue_seconds": 0.0}
-    with EmulatorServer(EmulatorSettings(**fast)) as emu:
+    fast = EmulatorSettings(status_seconds=0.05, step_seconds=0.01, steps_per_epoch=4, batch_seconds=0.05,
+                            queue_seconds=0.0)
+    with EmulatorServer(fast) as emu:
         os.environ.update(OPENAI_API_KEY=TEST_KEY, OPENAI_BASE_URL=emu.base_url)
         spec = ftkit.JobSpec(task="classification", train=data, labels=["ham", "spam"],
                              hyperparameters=ftkit.Hyperparameters(epochs=2))
@@ -158,6 +177,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs=3, default=[24, 48, 96], help="training examples of the hf jobs")
     p.add_argument("--calibrate", type=int, default=8, help="examples of the calibration job (0: none)")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="hf model: smollm2-135m (default), 'tiny' (the tests' 2-layer Llama: for a loaded machine)")
     p.add_argument("--skip", nargs="*", default=[], choices=["hf", "openai", "remote"])
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/<date>-...)")
     a = p.parse_args()
@@ -177,7 +198,9 @@ def main() -> None:
                                                                                      time.gmtime(started)),
         }
         if "hf" not in a.skip:
-            result["hf"] = _hf_rows(a.sizes, work, a.calibrate)
+            model = _tiny_llama(work) if a.model == "tiny" else a.model
+            result["hf_model"] = a.model
+            result["hf"] = _hf_rows(a.sizes, work, a.calibrate, model)
         if "openai" not in a.skip:
             result["openai"] = _openai_row(work)
         if "remote" not in a.skip:

@@ -176,6 +176,8 @@ def _job_details(job: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
         cost = {
             "estimated_usd": est.get("usd") if est else None,
             "actual_usd": act.get("usd") if act else None,
+            "estimated_hours": est.get("hours") if est else None,
+            "actual_hours": act.get("hours") if act else None,
             "estimated": est,
             "actual": act,
         }
@@ -368,6 +370,8 @@ def evaluate(
     if cost:
         report.metrics["cost_estimated_usd"] = cost["estimated_usd"]
         report.metrics["cost_actual_usd"] = cost["actual_usd"]
+        report.metrics["cost_estimated_hours"] = cost["estimated_hours"]
+        report.metrics["cost_actual_hours"] = cost["actual_hours"]
     return report
 
 

@@ -44,6 +44,8 @@ _SHOWN: list[tuple[str, str]] = [
     ("perplexity", "{:.3f}"),
     ("cost_estimated_usd", "${:.4f}"),
     ("cost_actual_usd", "${:.4f}"),
+    ("cost_estimated_hours", "{:.3f} h"),
+    ("cost_actual_hours", "{:.3f} h"),
 ]
 
 
