@@ -13,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_lora_few_steps(spam_files, ftkit_home):
-    spec = ftkit.JobSpec(task="classification", train=spam_files["train"], labels=["ham", "spam"],
-                         hyperparameters=ftkit.Hyperparameters(learning_rate=5e-4))
+    # Named: a classification spec without a model gets the route chosen from the data (the encoder here).
+    spec = ftkit.JobSpec(task="classification", model="smollm2-135m", train=spam_files["train"],
+                         labels=["ham", "spam"], hyperparameters=ftkit.Hyperparameters(learning_rate=5e-4))
     job = ftkit.FineTuneJob.create(spec, backend="hf", options={"max_steps": 2, "batch_tokens": 256})
     assert job.spec.model == "smollm2-135m"
     job.start()
