@@ -3,17 +3,20 @@
 Trains on 100, 300 and 1,000 examples of real labelled text data sets shipped in PyPI wheels and scores
 every recipe on the same held-out test split with the same label scoring (``ftkit.evaluate``):
 
-* ``ftkit``: ``FineTuneJob.create(spec, backend="hf")`` with no hyperparameters and no options, the defaults
-  chosen from the data (``ftkit_hf.defaults``); wall time from create to the trained model.
+* ``ftkit``: ``FineTuneJob.create(spec, backend="hf")`` with no model, no hyperparameters and no options: the
+  route (model, head, objective) and the settings chosen from the data (``ftkit_hf.defaults``); wall time from
+  create to the trained model. ``--ftkit-model`` / ``--ftkit-options`` / ``--ftkit-hyperparameters`` name a
+  variant, labelled ``ftkit[...]`` in the results.
 * ``peft_plain``: a plain PEFT loop as a user writes it: SmolLM2-135M-Instruct, LoRA r16 / alpha 32 on all
   linear projections, batches of 8 padded to the longest, AdamW 2e-4 with linear decay, 2 epochs, fp32.
 * ``hf_trainer``: HF ``Trainer`` + the same PEFT adapter with the Trainer's defaults (lr 5e-5, 3 epochs,
   batch 8, linear decay).
 * ``tfidf``: TF-IDF word 1-2-grams + logistic regression, C by cross-validation (``ftkit.evaluate.baseline``).
 
-The model recipes see the very same tokens as ftkit (its classification prompt and label answers), so they
-differ only in how they train. Every recipe's test predictions come from ``ftkit.evaluate`` over the same
-test file. Wall times are for training only (model load, tokenization and training; not test scoring).
+The LoRA peers train SmolLM2-135M-Instruct on the very tokens of ftkit's generative route (its classification
+prompt and label answers), so they differ from that route only in how they train. Every recipe's test
+predictions come from ``ftkit.evaluate`` over the same test file. Wall times are for training only (model
+load, tokenization and training; not test scoring).
 
     python benchmarks/sample_efficiency.py                                  # the full grid (hours on a CPU)
     python benchmarks/sample_efficiency.py --datasets trec --sizes 100,300 --seeds 0,1 \\
@@ -90,11 +93,12 @@ def score(predictor: Any, test: Path, labels: list[str]) -> dict[str, float]:
 
 
 def run_ftkit(train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
-              hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+              hyperparameters: dict[str, Any] | None = None, model: str | None = None) -> dict[str, Any]:
     import ftkit
 
     t0 = time.perf_counter()
-    spec = ftkit.JobSpec(task="classification", model="smollm2-135m", train=train, labels=labels,
+    # No model: the backend's own choice for the task, as a user who names none gets it.
+    spec = ftkit.JobSpec(task="classification", model=model, train=train, labels=labels,
                          hyperparameters=ftkit.Hyperparameters(seed=seed, **(hyperparameters or {})))
     job = ftkit.FineTuneJob.create(spec, backend="hf", options=options)
     job.start()
@@ -239,17 +243,17 @@ def cpu_seconds() -> float:
 
 
 def run_recipe(recipe: str, train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
-               hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
+               hyperparameters: dict[str, Any], work: Path, model: str | None = None) -> dict[str, Any]:
     """One training run of one recipe, scored on the test file (``cpu_s``: its CPU time, scoring included)."""
     start = cpu_seconds()
-    row = _run_recipe(recipe, train, test, labels, seed, options, hyperparameters, work)
+    row = _run_recipe(recipe, train, test, labels, seed, options, hyperparameters, work, model)
     return row | {"cpu_s": round(cpu_seconds() - start, 1)}
 
 
 def _run_recipe(recipe: str, train: Path, test: Path, labels: list[str], seed: int, options: dict[str, Any],
-                hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
+                hyperparameters: dict[str, Any], work: Path, model: str | None = None) -> dict[str, Any]:
     if recipe == "ftkit":
-        return run_ftkit(train, test, labels, seed, options, hyperparameters)
+        return run_ftkit(train, test, labels, seed, options, hyperparameters, model)
     if recipe == "peft_plain":
         return run_peft_plain(train, test, labels, seed, work)
     if recipe == "hf_trainer":
@@ -312,9 +316,11 @@ def table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def ftkit_label(options: dict[str, Any], hyperparameters: dict[str, Any]) -> str:
+def ftkit_label(options: dict[str, Any], hyperparameters: dict[str, Any], model: str | None = None) -> str:
     """``ftkit`` for the defaults; ``ftkit[head=sequence_classification]`` when a run overrides them."""
     changed = {k: v for k, v in {**options, **hyperparameters}.items() if k != "threads"}
+    if model:
+        changed["model"] = model
     return "ftkit" + (f"[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]" if changed else "")
 
 
@@ -328,7 +334,8 @@ def merge(paths: list[Path], out: Path, note: str | None = None) -> int:
     parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     runs: list[dict[str, Any]] = []
     for part in parts:
-        label = ftkit_label(part["meta"].get("ftkit_options", {}), part["meta"].get("ftkit_hyperparameters", {}))
+        label = ftkit_label(part["meta"].get("ftkit_options", {}), part["meta"].get("ftkit_hyperparameters", {}),
+                            part["meta"].get("ftkit_model"))
         runs.extend(r | {"recipe": label} if r["recipe"] == "ftkit" else r for r in part["runs"])
     datasets = {k: v for part in parts for k, v in part["datasets"].items()}
     summary = summarize(runs)
@@ -356,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ftkit-options", default="{}", help="JSON: [hf] options for the ftkit recipe (default none)")
     ap.add_argument("--ftkit-hyperparameters", default="{}",
                     help="JSON: hyperparameters for the ftkit recipe, e.g. {\"learning_rate\": 1e-3} (default none)")
+    ap.add_argument("--ftkit-model", default=None,
+                    help="model for the ftkit recipe (default: none named, the backend chooses)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for every recipe (default: torch's and ftkit's own choice); 1 on a machine "
                     "shared with other jobs, where two threads per process wait on each other")
@@ -399,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "started": stamp, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-            "ftkit_options": options, "ftkit_hyperparameters": hyperparameters, "threads": torch.get_num_threads(),
+            "ftkit_options": options, "ftkit_hyperparameters": hyperparameters, "ftkit_model": args.ftkit_model,
+            "threads": torch.get_num_threads(),
             "note": "wall_s: training only (load, tokenize, train); cpu_s: CPU time of the run, worker and test "
             "scoring included; on a shared machine wall times are noisy, CPU times much less so"}
     runs: list[dict[str, Any]] = []
@@ -420,10 +430,11 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 train = splits["train"][(size, seed)]
                 for recipe in recipes:
-                    shown = ftkit_label(options, hyperparameters) if recipe == "ftkit" else recipe
+                    shown = ftkit_label(options, hyperparameters, args.ftkit_model) if recipe == "ftkit" else recipe
                     row: dict[str, Any] = {"dataset": name, "size": size, "seed": seed, "recipe": shown}
                     try:
-                        row |= run_recipe(recipe, train, splits["test"], labels, seed, options, hyperparameters, work)
+                        row |= run_recipe(recipe, train, splits["test"], labels, seed, options, hyperparameters, work,
+                                          args.ftkit_model)
                     except Exception as e:  # one failed run is recorded, the grid goes on
                         row["error"] = f"{type(e).__name__}: {e}"[:500]
                     runs.append(row)

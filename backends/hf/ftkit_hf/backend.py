@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,16 @@ from ftkit.events import Event, JobStatus
 from ftkit.predictor import Predictor
 from ftkit.spec import JobSpec
 from ftkit_hf.config import HFConfig
-from ftkit_hf.defaults import TrainingPlan, ValidationCarve, carve_validation, plan_training, validation_size
+from ftkit_hf.defaults import (
+    AUTO_MODEL,
+    Route,
+    TrainingPlan,
+    ValidationCarve,
+    carve_validation,
+    choose_route,
+    plan_training,
+    validation_size,
+)
 from ftkit_hf.memory_plan import MemoryDecision, job_memory_decision, memory_assumptions
 from ftkit_hf.models import DEFAULT_CAUSAL, DEFAULT_ENCODER, ResolvedModel, resolve_model
 from ftkit_hf.protocol import BASE_MODEL, TERMINAL, EventCursor, JobFiles, WorkerJob, WorkerStatus
@@ -60,8 +69,13 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ setup
     def default_model(self, task: str) -> str:
-        """SmolLM2-135M-Instruct for every task (MiniLM is picked by ``head="sequence_classification"``)."""
-        return DEFAULT_CAUSAL
+        """``auto`` for classification (the route is chosen from the data), else SmolLM2-135M-Instruct.
+
+        ``auto`` resolves, per job, to all-MiniLM-L6-v2 with a classification head or SmolLM2 generating
+        the label (:func:`ftkit_hf.defaults.choose_route`); the choice is printed at create and kept in the
+        manifest (``training.route``).
+        """
+        return AUTO_MODEL if task == "classification" else DEFAULT_CAUSAL
 
     def validation_target(self, spec: JobSpec, config: BackendConfig) -> str | None:
         """``hf:<folder>``: the model's tokenizer, chat template and context decide what is valid."""
@@ -88,8 +102,29 @@ class HFBackend(Backend):
             return f"unavailable ({e})"
 
     def _model_for(self, spec: JobSpec, config: HFConfig) -> ResolvedModel:
+        route = self._route(spec, config)
+        if route is not None:
+            return resolve_model(route.model)
         name = spec.model or (DEFAULT_ENCODER if config.head == "sequence_classification" else DEFAULT_CAUSAL)
         return resolve_model(name)
+
+    def _route(self, spec: JobSpec, config: HFConfig) -> Route | None:
+        """The model, head and objective for a spec that names no model (``auto``); None when it names one."""
+        if spec.model not in (None, AUTO_MODEL):
+            return None
+        method = config.method if "method" in config.model_fields_set else None
+        try:
+            encoder = resolve_model(DEFAULT_ENCODER)
+        except ConfigError as e:  # the encoder's package is not installed: the decoder, saying why
+            return Route(model=DEFAULT_CAUSAL, head="generative", method=method or "lora", source="auto",
+                         reason=f"the default encoder is unavailable ({e})")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(encoder.path))
+        texts = list(_texts(spec.train)) if spec.task == "classification" else []
+        lengths = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]] if texts else []
+        return choose_route(task=spec.task, text_tokens=lengths, config_head=config.head, config_method=method,
+                            encoder=DEFAULT_ENCODER, decoder=DEFAULT_CAUSAL)
 
     def _head(self, spec: JobSpec, config: HFConfig, model: ResolvedModel) -> str:
         if model.kind == "encoder":
@@ -139,6 +174,9 @@ class HFBackend(Backend):
 
         from ftkit_hf.examples import infer_labels, prepare_file, prepare_head_file
 
+        route = self._route(spec, config)
+        if route is not None and route.method != config.method:
+            config = config.model_copy(update={"method": route.method})  # the route's objective, for every step
         model = self._model_for(spec, config)
         head = self._head(spec, config, model)
         max_length, context = self._max_length(model, config)
@@ -177,11 +215,12 @@ class HFBackend(Backend):
             if field == "train":
                 lengths, train_dropped = field_lengths, set(dropped)
         prep = {"model": model, "head": head, "labels": labels, "max_length": max_length, "tokens": tokens,
-                "longest": max(lengths, default=0)}
-        prep["plan"] = self._plan(spec, config, lengths, train_dropped)
+                "longest": max(lengths, default=0), "config": config}
+        prep["plan"] = self._plan(spec, config, lengths, train_dropped, head, route)
         return prep
 
-    def _plan(self, spec: JobSpec, config: HFConfig, lengths: list[int], dropped: set[int]) -> TrainingPlan:
+    def _plan(self, spec: JobSpec, config: HFConfig, lengths: list[int], dropped: set[int], head: str = "generative",
+              route: Route | None = None) -> TrainingPlan:
         """The training settings the spec and options leave open, chosen from the data (ftkit_hf.defaults)."""
         from ftkit_hf.examples import read_jsonl
 
@@ -201,7 +240,8 @@ class HFBackend(Backend):
                              spec_learning_rate=hp.learning_rate, spec_batch_size=hp.batch_size,
                              config_batch_size=config.max_batch_examples,
                              config_patience=config.early_stopping_patience,
-                             has_validation=spec.validation is not None or carve is not None, validation=carve)
+                             has_validation=spec.validation is not None or carve is not None, validation=carve,
+                             head=head, route=route)
 
     # ------------------------------------------------------------------ estimate
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
@@ -211,8 +251,8 @@ class HFBackend(Backend):
         this model's tokens; its time is set-up + tokens × seconds per token + steps × seconds per step
         (:mod:`ftkit_hf.speeds`). Electricity cost is the device's power × hours × price per kWh.
         """
-        config = self._config(ctx)
-        prep = self._prepare(ctx.spec, config)
+        prep = self._prepare(ctx.spec, self._config(ctx))
+        config: HFConfig = prep["config"]  # with the route's method when the spec named no model
         training: TrainingPlan = prep["plan"]
         # Printed by `ftkit create` with the other assumptions, and kept in the manifest (merged at the next poll).
         ctx.state["manifest"] = {"training": training.model_dump(mode="json")} | _revision(prep["model"])
@@ -350,7 +390,7 @@ class HFBackend(Backend):
         ctx.state["manifest"] = {"training": staged.job.training} | (
             {"memory": staged.job.memory} if staged.job.memory else {}) | (
             {"model_revision": staged.job.model_revision} if staged.job.model_revision else {})
-        pid = self._start_worker(ctx, JobFiles(ctx.workdir), config)
+        pid = self._start_worker(ctx, JobFiles(ctx.workdir), staged.config)
         return f"local-{pid}"
 
     def _start_worker(self, ctx: JobContext, files: JobFiles, config: HFConfig) -> int:
@@ -519,10 +559,22 @@ class HFBackend(Backend):
         from ftkit_hf.predictor import HFPredictor
 
         cfg = config if isinstance(config, HFConfig) else HFConfig()
-        resolved = resolve_model(model or DEFAULT_CAUSAL)
+        # A job whose route was chosen from the data (``auto``) has the decoder as its zero-shot baseline:
+        # an encoder's new head knows nothing before training.
+        resolved = resolve_model(DEFAULT_CAUSAL if model in (None, AUTO_MODEL) else model)
         if resolved.kind == "encoder":
             raise ConfigError("an encoder has no trained classification head to serve zero-shot; use a causal model")
         return HFPredictor.load(resolved.path, kind="causal", device=cfg.device, precision=cfg.precision)
+
+
+def _texts(path: Path) -> Iterator[str]:
+    """The ``text`` of each parseable line (the route only needs lengths; validation reports bad lines)."""
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+                    yield obj["text"]
 
 
 def split_lines(src: Path, carved: set[int], train: Path, validation: Path) -> tuple[Path, Path]:
@@ -547,6 +599,8 @@ class StagedJob:
 
     job: WorkerJob
     model_dir: Path
+    config: HFConfig
+    """The options the worker runs with: the given ones, with the data-chosen route's method where no model was named."""
 
 
 def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, *, portable: bool = False) -> StagedJob:
@@ -568,6 +622,7 @@ def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, 
         ConfigError, DatasetError: the model or the data cannot be trained as asked.
     """
     prep = HFBackend()._prepare(spec, config)
+    config = prep["config"]  # with the route's method when the spec named no model
     files = JobFiles(folder)
     files.data.mkdir(parents=True, exist_ok=True)
     plan: TrainingPlan = prep["plan"]
@@ -608,7 +663,7 @@ def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, 
         **_revision(model),
     )
     files.write_job(job)
-    return StagedJob(job=job, model_dir=Path(model.path))
+    return StagedJob(job=job, model_dir=Path(model.path), config=config)
 
 
 def job_memory_need(spec: JobSpec, config: HFConfig) -> dict[str, Any] | None:

