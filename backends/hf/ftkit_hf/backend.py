@@ -600,7 +600,7 @@ class StagedJob:
     job: WorkerJob
     model_dir: Path
     config: HFConfig
-    """The options the worker runs with: the given ones, with the data-chosen route's method where no model was named."""
+    """The options the worker runs with: as given, with the data-chosen route's method where no model was named."""
 
 
 def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, *, portable: bool = False) -> StagedJob:
