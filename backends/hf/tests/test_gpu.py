@@ -216,3 +216,28 @@ def test_a_step_too_big_for_the_gpu_is_run_in_shorter_passes(device: str, tmp_pa
           _settings(device, "fp32", batch_tokens=4096, epochs=1), checkpoint_dir=tmp_path,
           on_event=lambda e: messages.append(e.get("message", "")))
     assert any(m.startswith("memory plan:") for m in messages), messages
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gradient_checkpointing_on_the_device_keeps_the_losses_and_cuts_the_peak(device: str, precision: str,
+                                                                                tmp_path: Path):
+    # The memory plan turns checkpointing on when a step does not fit: on the device, packed passes (the
+    # recomputed attention must see the same example boundaries), the same losses, less peak memory on CUDA.
+    if precision == "bf16":
+        _bf16_or_skip(device)
+    from ftkit_hf.engine.recompute import enable_gradient_checkpointing
+
+    data = synthetic_examples(24, max_len=120, seed=4)
+    runs: dict[bool, tuple[list[float], int]] = {}
+    for ckpt in (False, True):
+        model = tiny_lora_model()
+        if ckpt:
+            assert enable_gradient_checkpointing(model)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        losses = _losses(model, data, _settings(device, precision, batch_tokens=1024, epochs=1), tmp_path / str(ckpt))
+        runs[ckpt] = (losses, torch.cuda.max_memory_allocated() if device == "cuda" else 0)
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5 if precision == "fp32" else 2e-2)
+    if device == "cuda":
+        assert runs[True][1] < runs[False][1], runs

@@ -49,7 +49,3 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> bool:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return True
 
-
-def gradient_checkpointing_enabled(model: torch.nn.Module) -> bool:
-    """Whether the model recomputes its layers in the backward pass."""
-    return bool(getattr(_base(model), "is_gradient_checkpointing", False))
