@@ -70,6 +70,8 @@ class Target:
             return list(obj.get("messages") or [])
         if fmt == "preference":
             return [*obj["input"]["messages"], *obj["preferred_output"]]
+        if fmt == "text":  # counted as the bare text by count(); a chat view only for callers that want one
+            return [{"role": "user", "content": obj.get("text", "")}]
         if fmt == "completion":
             return [
                 {"role": "user", "content": obj.get("prompt", "")},
@@ -87,6 +89,11 @@ class Target:
         overhead: list[int] = []
         spans: list[int] = []
         for fmt, obj in examples:
+            if fmt == "text":  # unlabelled text is trained on as it is: its own tokens, no chat overhead
+                texts.append(str(obj.get("text", "")))
+                spans.append(1)
+                overhead.append(0)
+                continue
             strings, extra = _openai_strings(self.as_chat(fmt, obj), obj.get("tools") if fmt == "chat" else None)
             texts.extend(strings)
             spans.append(len(strings))
@@ -205,6 +212,14 @@ class OpenAITarget(Target):
                     line=None, code="format_not_supported", message=f"{self.base} trains on prompt/completion data only"
                 )
             )
+        elif fmt == "text":
+            issues.append(
+                Issue(
+                    line=None,
+                    code="format_not_supported",
+                    message="OpenAI has no training on unlabelled text; use the hf or remote backend",
+                )
+            )
         elif fmt == "preference" and not self.base.startswith(OPENAI_DPO_PREFIXES):
             issues.append(Issue(line=None, code="format_not_supported", message=f"{self.base} does not support DPO"))
         return issues
@@ -240,6 +255,9 @@ class HFTarget(Target):
             return [0 for _ in examples]
         out = []
         for fmt, obj in examples:
+            if fmt == "text":  # the document's tokens as training sees them (with the tokenizer's specials)
+                out.append(len(self._tok(str(obj.get("text", "")))["input_ids"]))
+                continue
             chat = [m for m in self.as_chat(fmt, obj) if isinstance(m, dict)]
             if getattr(self._tok, "chat_template", None):
                 ids = self._tok.apply_chat_template(chat, tokenize=True)
