@@ -44,6 +44,8 @@ _SHOWN: list[tuple[str, str]] = [
     ("perplexity", "{:.3f}"),
     ("mean_nll", "{:.4f}"),
     ("masked_token_accuracy", "{:.4f}"),
+    ("documents", "{:,}"),
+    ("scored_tokens", "{:,}"),
     ("cost_estimated_usd", "${:.4f}"),
     ("cost_actual_usd", "${:.4f}"),
 ]
