@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ftkit.errors import ConfigError
 
-Task = Literal["chat", "classification", "completion", "preference"]
+Task = Literal["chat", "classification", "completion", "preference", "text"]
 
 # Keys of a backend section that belong to the spec rather than to the backend's options.
 _SPEC_KEYS_IN_SECTIONS = ("model", "hyperparameters")
@@ -59,7 +59,7 @@ class JobSpec(BaseModel):
     """A fine-tuning job, independent of the backend that runs it.
 
     Attributes:
-        task: chat, classification, completion or preference.
+        task: chat, classification, completion, preference or text (unlabelled text: domain adaptation).
         model: base model; None lets the backend pick its default.
         train: the training JSONL file.
         validation: an optional validation JSONL file.
@@ -73,7 +73,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Task = Field(description="chat | classification | completion | preference.")
+    task: Task = Field(description="chat | classification | completion | preference | text.")
     model: str | None = Field(default=None, description="Base model; None means the backend's default.")
     train: Path = Field(description="Training data, JSONL.")
     validation: Path | None = Field(default=None, description="Validation data, JSONL.")

@@ -67,8 +67,10 @@ def test_bad_reference_lines(tmp_path: Path) -> None:
                                                                                          "content": "hi"}]}])
     with pytest.raises(EvaluationError, match=r"mixed\.jsonl:2: a generation example in a classification file"):
         load_reference(mixed)
-    nolabel = write(tmp_path / "nolabel.jsonl", [{"text": "a"}])
-    with pytest.raises(EvaluationError, match=r"nolabel\.jsonl:1: .* needs 'text' and 'label'"):
+    # A file of unlabelled lines is a text file (perplexity); a missing label in a classification file is an error.
+    assert load_reference(write(tmp_path / "text.jsonl", [{"text": "a"}])).task == "text"
+    nolabel = write(tmp_path / "nolabel.jsonl", [{"text": "a", "label": "x"}, {"text": "b"}])
+    with pytest.raises(EvaluationError, match=r"nolabel\.jsonl:2: .* needs 'text' and 'label'"):
         load_reference(nolabel)
     with pytest.raises(EvaluationError, match="no such file"):
         load_reference(tmp_path / "missing.jsonl")

@@ -1,4 +1,8 @@
-"""The four data formats: detection and the checks every target shares.
+"""The five data formats: detection and the checks every target shares.
+
+``text`` is unlabelled text (``{"text": ...}`` lines) for domain adaptation: continued pre-training of
+a decoder, masked-LM training of an encoder. A line with ``text`` and ``label`` is classification; a
+``text`` line without a label in a classification file is checked as classification (a missing label).
 
 Each ``check_*`` function looks at one parsed example and returns its issues; none stops
 at the first problem.
@@ -10,8 +14,8 @@ from typing import Any, Literal
 
 from ftkit.data.issues import Issue
 
-Format = Literal["chat", "completion", "preference", "classification"]
-FORMATS: tuple[Format, ...] = ("chat", "completion", "preference", "classification")
+Format = Literal["chat", "completion", "preference", "classification", "text"]
+FORMATS: tuple[Format, ...] = ("chat", "completion", "preference", "classification", "text")
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call"})
@@ -20,6 +24,7 @@ EXAMPLE_KEYS: dict[str, frozenset[str]] = {
     "completion": frozenset({"prompt", "completion"}),
     "preference": frozenset({"input", "preferred_output", "non_preferred_output"}),
     "classification": frozenset({"text", "label", "id", "metadata"}),
+    "text": frozenset({"text", "id", "metadata"}),
 }
 
 
@@ -31,8 +36,10 @@ def detect_format(obj: dict[str, Any]) -> Format | None:
         return "chat"
     if "prompt" in obj or "completion" in obj:
         return "completion"
-    if "text" in obj or "label" in obj:
+    if "label" in obj:
         return "classification"
+    if "text" in obj:
+        return "text"
     return None
 
 
@@ -46,6 +53,8 @@ def check(fmt: Format, obj: dict[str, Any], line: int, labels: frozenset[str] | 
         _check_completion(obj, line, issues)
     elif fmt == "preference":
         _check_preference(obj, line, issues)
+    elif fmt == "text":
+        _check_text(obj, line, issues)
     else:
         _check_classification(obj, line, issues, labels)
     extra = set(obj) - EXAMPLE_KEYS[fmt]
@@ -193,6 +202,18 @@ def _check_preference(obj: dict[str, Any], line: int, issues: list[Issue]) -> No
             and isinstance(out[0].get("content"), str)
         ):
             issues.append(Issue(line=line, code="invalid_output", message=f"`{key}` must be one assistant message"))
+
+
+def _check_text(obj: dict[str, Any], line: int, issues: list[Issue]) -> None:
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        issues.append(Issue(line=line, code="invalid_text", message=f"`text` is {_what(text)}, not a non-empty string"))
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, str):
+        return "empty" if not value else "only whitespace"
+    return "null" if value is None else type(value).__name__
 
 
 def _check_classification(obj: dict[str, Any], line: int, issues: list[Issue], labels: frozenset[str] | None) -> None:

@@ -44,7 +44,7 @@ def model_input(fmt: Format, obj: dict[str, Any]) -> Any:
 
     Malformed examples get here too (they are hashed for duplicate checks), so nothing is assumed.
     """
-    if fmt == "classification":
+    if fmt in ("classification", "text"):
         return obj.get("text", "")
     if fmt == "completion":
         return obj.get("prompt")

@@ -161,6 +161,7 @@ def _scan_range(
     end: int | None,
     first_line: int,
     file_format: Format | None,
+    task: str | None = None,
 ) -> _Part:
     """Check, count and hash every line of one byte range of the file."""
     part = _Part()
@@ -183,7 +184,7 @@ def _scan_range(
         if not isinstance(obj, dict):
             part.add(Issue(line=ln.number, code="not_an_object", message=f"line is a JSON {type(obj).__name__}"))
             continue
-        fmt = detect_format(obj)
+        fmt = _detect(obj, task, file_format)
         if fmt is None:
             part.add(Issue(line=ln.number, code="unknown_format", message=f"keys {sorted(obj)[:6]} match no format"))
             continue
@@ -221,8 +222,17 @@ _FORK_ARGS: tuple[Any, ...] = ()
 
 
 def _scan_range_in_worker(start: int, end: int | None, first_line: int) -> _Part:
-    path, target, allowed, count_tokens, file_format = _FORK_ARGS
-    return _scan_range(path, target, allowed, count_tokens, start, end, first_line, file_format)
+    path, target, allowed, count_tokens, file_format, task = _FORK_ARGS
+    return _scan_range(path, target, allowed, count_tokens, start, end, first_line, file_format, task)
+
+
+def _detect(obj: dict[str, Any], task: str | None, file_format: Format | None) -> Format | None:
+    """The line's format; a ``text`` line in a classification file (or job) is a classification line without
+    its label, so that it is reported as ``missing_label`` rather than as a different format."""
+    fmt = detect_format(obj)
+    if fmt == "text" and (file_format == "classification" or task == "classification"):
+        return "classification"
+    return fmt
 
 
 def _ranges(path: Path, n: int) -> list[tuple[int, int | None, int]]:
@@ -246,11 +256,28 @@ def _ranges(path: Path, n: int) -> list[tuple[int, int | None, int]]:
     return [(cuts[i], cuts[i + 1], firsts[i]) for i in range(n) if cuts[i] < cuts[i + 1]]
 
 
-def _first_format(path: Path) -> Format | None:
+def _first_format(path: Path, task: str | None = None) -> Format | None:
+    """The file's format: its first example's, except that a file starting with unlabelled ``text`` lines is a
+    classification file when a labelled line follows within ``_LOOKAHEAD`` examples (its first lines then
+    lack their labels: ``missing_label``, not ``mixed_formats`` on every labelled line)."""
+    first: Format | None = None
+    seen = 0
     for ln in iter_lines(path):
-        if isinstance(ln.obj, dict) and (fmt := detect_format(ln.obj)) is not None:
+        if not isinstance(ln.obj, dict) or (fmt := _detect(ln.obj, task, None)) is None:
+            continue
+        if first is None:
+            first = fmt
+            if fmt != "text":
+                return fmt
+        elif fmt == "classification":
             return fmt
-    return None
+        seen += 1
+        if seen >= _LOOKAHEAD:
+            break
+    return first
+
+
+_LOOKAHEAD = 1000
 
 
 def scan(
@@ -272,8 +299,8 @@ def scan(
     workers = min(os.cpu_count() or 1, 8)
     size = path.stat().st_size if path.exists() else 0
     if workers > 1 and size >= PARALLEL_MIN_BYTES and "fork" in mp.get_all_start_methods():
-        file_format = _first_format(path)
-        _FORK_ARGS = (path, target, allowed, count_tokens, file_format)
+        file_format = _first_format(path, task)
+        _FORK_ARGS = (path, target, allowed, count_tokens, file_format, task)
         try:
             with mp.get_context("fork").Pool(workers) as pool:
                 parts = pool.starmap(_scan_range_in_worker, _ranges(path, workers))
@@ -283,8 +310,9 @@ def scan(
         for other in parts[1:]:
             part.merge(other)
     else:
-        part = _scan_range(path, target, allowed, count_tokens, 0, None, 1, None)
-        file_format = _first_format(path) if part.examples else None
+        file_format = _first_format(path, task)
+        part = _scan_range(path, target, allowed, count_tokens, 0, None, 1, file_format, task)
+        file_format = file_format if part.examples else None
     add, counts, examples, label_counts = part.add, part.counts, part.examples, part.label_counts
     tokens, lines, hashes = part.tokens, part.lines, part.hashes
 

@@ -70,6 +70,8 @@ class Target:
             return list(obj.get("messages") or [])
         if fmt == "preference":
             return [*obj["input"]["messages"], *obj["preferred_output"]]
+        if fmt == "text":  # counted as the bare text by count(); a chat view only for callers that want one
+            return [{"role": "user", "content": obj.get("text", "")}]
         if fmt == "completion":
             return [
                 {"role": "user", "content": obj.get("prompt", "")},
@@ -87,6 +89,11 @@ class Target:
         overhead: list[int] = []
         spans: list[int] = []
         for fmt, obj in examples:
+            if fmt == "text":  # unlabelled text is trained on as it is: its own tokens, no chat overhead
+                texts.append(str(obj.get("text", "")))
+                spans.append(1)
+                overhead.append(0)
+                continue
             strings, extra = _openai_strings(self.as_chat(fmt, obj), obj.get("tools") if fmt == "chat" else None)
             texts.extend(strings)
             spans.append(len(strings))
@@ -203,6 +210,14 @@ class OpenAITarget(Target):
             issues.append(
                 Issue(
                     line=None, code="format_not_supported", message=f"{self.base} trains on prompt/completion data only"
+                )
+            )
+        elif fmt == "text":
+            issues.append(
+                Issue(
+                    line=None,
+                    code="format_not_supported",
+                    message="OpenAI has no training on unlabelled text; use the hf or remote backend",
                 )
             )
         elif fmt == "preference" and not self.base.startswith(OPENAI_DPO_PREFIXES):

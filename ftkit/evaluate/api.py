@@ -34,6 +34,7 @@ from ftkit.evaluate.predictions import (
 from ftkit.evaluate.preference import answer_scorer, preference_metrics
 from ftkit.evaluate.report import ComparisonReport, EvaluationReport
 from ftkit.evaluate.significance import mcnemar_exact
+from ftkit.evaluate.text import text_metrics, text_scorer
 
 Source = Any  # a Predictor, a FineTuneJob, a predictions JSONL path, or a list of Classification/dicts
 
@@ -299,6 +300,10 @@ def evaluate(
         report = _evaluate_preference(source, reference, ref, name, batch_size, show)
         report.training_curve, report.cost, report.job = curve, cost, job_info
         return report
+    if ref.task == "text":
+        report = _evaluate_text(source, ref, name, batch_size, show, bootstrap, seed)
+        report.training_curve, report.cost, report.job = curve, cost, job_info
+        return report
     try:
         answers, losses = _predict(
             source, ref, list(labels) if labels else None, batch_size, show, f"evaluating {name}"
@@ -435,6 +440,29 @@ def job_label(job: Any) -> str:
     return f"{rec.backend}:{rec.spec.get('model') or 'default'}"  # the base model; None: the backend's default
 
 
+def _evaluate_text(
+    source: Source, ref: Reference, name: str, batch_size: int, progress: bool, bootstrap: int, seed: int
+) -> EvaluationReport:
+    """Perplexity (causal LMs) or masked-token accuracy (masked LMs) on unlabelled documents; see
+    :mod:`ftkit.evaluate.text`."""
+    if _is_job(source):
+        source = source.model()
+    scorer = text_scorer(source, name)
+    scores = _run_batched(lambda b: scorer(list(b)), ref.texts, batch_size, progress, "scoring")
+    metrics, ci = text_metrics(scores, n_resamples=bootstrap, seed=seed)
+    report = EvaluationReport(name=name, task="text", data=ref.source, metrics=metrics, ci=ci)
+    if "masked_token_accuracy" in metrics:
+        report.notes.append(
+            "masked_token_accuracy: share of the masked tokens (15% of each document's real tokens, all replaced by "
+            "[MASK], seeded per document: the same positions for every model) predicted exactly; perplexity is that "
+            "of the masked tokens"
+        )
+    else:
+        report.notes.append("perplexity: exp of the mean negative log-likelihood of every token given the ones before")
+    report.notes.append("95% intervals: percentile bootstrap over documents (tokens of a document are not independent)")
+    return report
+
+
 def _names(models: Mapping[str, Source] | Sequence[Source]) -> list[tuple[str, Source]]:
     """A name per model: given, or ``backend:model`` for a job, a file's stem, ``model<i>`` otherwise.
 
@@ -466,7 +494,10 @@ def _names(models: Mapping[str, Source] | Sequence[Source]) -> list[tuple[str, S
 
 def _headline(report: EvaluationReport) -> Any:
     m = report.metrics
-    return m.get("accuracy", m.get("exact_match", m.get("preference_accuracy")))
+    return m.get(
+        "accuracy",
+        m.get("exact_match", m.get("preference_accuracy", m.get("masked_token_accuracy", m.get("perplexity")))),
+    )
 
 
 def compare(

@@ -20,7 +20,7 @@ import orjson
 from ftkit.errors import EvaluationError
 from ftkit.predictor import UNPARSEABLE, Classification
 
-Task = Literal["classification", "generation", "preference"]
+Task = Literal["classification", "generation", "preference", "text"]
 
 
 @dataclass
@@ -28,7 +28,8 @@ class Reference:
     """The held-out examples a model is judged on.
 
     Attributes:
-        task: ``classification`` (text + label) or ``generation`` (chat, last assistant message).
+        task: ``classification`` (text + label), ``generation`` (chat, last assistant message), ``preference``
+            or ``text`` (unlabelled documents: perplexity or masked-token accuracy).
         texts: the input text of each example (the last user message for chat).
         targets: the true label (classification) or reference answer (generation).
         ids: each example's ``id`` (None where a line has none).
@@ -112,6 +113,8 @@ def load_reference(data: str | Path | Sequence[dict[str, Any]]) -> Reference:
         kind: Task = (
             "preference" if "preferred_output" in obj else "generation" if "messages" in obj else "classification"
         )
+        if kind == "classification" and "label" not in obj and "text" in obj and task in (None, "text"):
+            kind = "text"  # an unlabelled document (a classification line missing its label stays an error)
         if task is None:
             task = kind
         elif kind != task:
@@ -120,6 +123,12 @@ def load_reference(data: str | Path | Sequence[dict[str, Any]]) -> Reference:
         ref.ids.append(None if ident is None else str(ident))
         if kind == "preference":
             _add_preference(ref, obj, where)
+            continue
+        if kind == "text":
+            if not isinstance(obj["text"], str) or not obj["text"].strip():
+                raise EvaluationError(f"{where}: 'text' must be a non-empty string")
+            ref.texts.append(obj["text"])
+            ref.targets.append("")  # nothing to predict but the text itself
             continue
         if kind == "classification":
             if "text" not in obj or "label" not in obj:

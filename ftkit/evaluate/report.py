@@ -42,6 +42,10 @@ _SHOWN: list[tuple[str, str]] = [
     ("exact_match_normalised", "{:.4f}"),
     ("token_loss", "{:.4f}"),
     ("perplexity", "{:.3f}"),
+    ("mean_nll", "{:.4f}"),
+    ("masked_token_accuracy", "{:.4f}"),
+    ("documents", "{:,}"),
+    ("scored_tokens", "{:,}"),
     ("cost_estimated_usd", "${:.4f}"),
     ("cost_actual_usd", "${:.4f}"),
     ("cost_estimated_hours", "{:.3f} h"),
@@ -75,7 +79,7 @@ class EvaluationReport(BaseModel):
 
     Attributes:
         name: the model's name in tables (a job id, a file name, "base"...).
-        task: ``classification``, ``generation`` or ``preference``.
+        task: ``classification``, ``generation``, ``preference`` or ``text``.
         data: the reference file.
         labels: the label vocabulary (classification).
         metrics: flat metrics: accuracy, macro_f1, log_loss, brier, ece, majority_rate,
@@ -107,7 +111,7 @@ class EvaluationReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    task: Literal["classification", "generation", "preference"]
+    task: Literal["classification", "generation", "preference", "text"]
     data: str
     # First after the names: a leak is the first thing a reader of the JSON should see.
     leakage: dict[str, Any] | None = None

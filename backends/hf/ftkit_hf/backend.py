@@ -59,7 +59,7 @@ class HFBackend(Backend):
     name: ClassVar[str] = "hf"
     config_model: ClassVar[type[BackendConfig]] = HFConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({"chat", "classification", "completion", "preference"}),
+        tasks=frozenset({"chat", "classification", "completion", "preference", "text"}),
         supports_resume_from_checkpoint=True,
         supports_classification_head=True,
         needs_network=False,
@@ -128,8 +128,11 @@ class HFBackend(Backend):
 
     def _head(self, spec: JobSpec, config: HFConfig, model: ResolvedModel) -> str:
         if model.kind == "encoder":
+            if spec.task == "text":
+                return "masked_lm"  # domain adaptation of an encoder: masked-LM training (ftkit_hf.mlm)
             if spec.task != "classification":
-                raise ConfigError(f"[hf] model {spec.model!r} is an encoder: it can only train classification")
+                raise ConfigError(f"[hf] model {spec.model!r} is an encoder: it can only train classification "
+                                  "or (task='text') masked-LM domain adaptation")
             if config.head == "generative":
                 raise ConfigError("[hf] head='generative' needs a causal (decoder) model, not an encoder")
             return "sequence_classification"
@@ -167,6 +170,15 @@ class HFBackend(Backend):
         prep = self._prepare(spec, config)
         if processes > 1 and prep["head"] == "sequence_classification":
             raise ConfigError("[hf] the classification-head trainer runs in one process: set num_processes=1")
+        if processes > 1 and prep["head"] == "masked_lm":
+            raise ConfigError("[hf] the masked-LM trainer runs in one process: set num_processes=1")
+        if config.start_from is not None:
+            from ftkit_hf.start_adapter import check_base, find_adapter
+
+            if config.method == "qlora":
+                raise ConfigError("[hf] start_from merges an adapter into the base weights: use method='lora' "
+                                  "(a 4-bit QLoRA base cannot take merged weights)")
+            check_base(find_adapter(config.start_from), prep["model"].path)
 
     def _prepare(self, spec: JobSpec, config: HFConfig) -> dict[str, Any]:
         """Everything the worker needs, computed once: model, head, labels, lengths, token counts."""
@@ -201,6 +213,11 @@ class HFBackend(Backend):
                 tokens[field] = pairs.tokens
                 field_lengths = [pair.tokens for pair in pairs.pairs]  # a pair costs both of its sequences
                 dropped = pairs.dropped
+            elif head == "masked_lm":
+                from ftkit_hf.mlm import prepare_mlm_file
+
+                _, tokens[field], field_lengths = prepare_mlm_file(path, tokenizer=tok, max_length=max_length)
+                dropped = []
             elif head == "sequence_classification":
                 assert labels is not None
                 rows, tokens[field] = prepare_head_file(path, tokenizer=tok, labels=labels, max_length=max_length)
@@ -210,7 +227,8 @@ class HFBackend(Backend):
                 prepared = prepare_file(path, task=spec.task, tokenizer=tok, labels=labels, preamble=spec.preamble,
                                         max_length=max_length, overlength=config.overlength, context=context)
                 tokens[field] = prepared.tokens
-                field_lengths = [len(ex.input_ids) for ex in prepared.examples]
+                # A text document may be several examples (pieces); the plan counts documents (lines).
+                field_lengths = prepared.line_tokens or [len(ex.input_ids) for ex in prepared.examples]
                 dropped = prepared.dropped
             if field == "train":
                 lengths, train_dropped = field_lengths, set(dropped)
@@ -296,7 +314,7 @@ class HFBackend(Backend):
                 *(memory_assumptions(prep["model"].path, device=plan.device, precision=plan.precision,
                                      method=config.method, lora_rank=config.lora_r, batch_tokens=config.batch_tokens,
                                      pass_tokens=config.pass_tokens)
-                  if prep["head"] != "sequence_classification" else []),
+                  if prep["head"] not in ("sequence_classification", "masked_lm") else []),
                 # What the job will do about it (gradient checkpointing, shorter passes), as submit records it.
                 *([m.message] if (m := _memory_decision(prep, config)) is not None and m.message else []),
             ],
@@ -551,8 +569,11 @@ class HFBackend(Backend):
             raise JobError(f"job {ctx.id} has no trained model yet ({files.model} is missing)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         config = self._config(ctx)
-        return HFPredictor.load(meta["base_model"], files.model, kind=meta["kind"], labels=meta.get("labels"),
-                                preamble=meta.get("preamble"), device=config.device, precision=config.precision)
+        predictor = HFPredictor.load(meta["base_model"], files.model, kind=meta["kind"], labels=meta.get("labels"),
+                                     preamble=meta.get("preamble"), device=config.device, precision=config.precision)
+        if meta.get("task") == "text":
+            predictor.max_length = meta.get("max_length")  # score text in the pieces training cut it into
+        return predictor
 
     def base_model(self, model: str | None, config: BackendConfig) -> Predictor:
         """A predictor over an untrained base model (zero-shot baseline); encoders have no head to use."""
@@ -641,6 +662,15 @@ def stage_job(job_id: str, spec: JobSpec, config: HFConfig, folder: str | Path, 
     def where(path: Path) -> str:
         return path.relative_to(files.root).as_posix() if portable else str(path.resolve())
 
+    if config.start_from is not None:
+        # A copy in the job folder: the job does not depend on the earlier job's folder staying there, and a
+        # shipped folder carries it.
+        from ftkit_hf.start_adapter import SAVED_NAME, find_adapter
+
+        start = files.data / SAVED_NAME
+        shutil.rmtree(start, ignore_errors=True)
+        shutil.copytree(find_adapter(config.start_from), start, ignore=shutil.ignore_patterns("merged"))
+        config = config.model_copy(update={"start_from": where(start)})
     model: ResolvedModel = prep["model"]
     memory = None if portable else _memory_decision(prep, config)  # checkpointing / shorter passes, before loading
     job = WorkerJob(
@@ -764,7 +794,7 @@ def _signal_tree(pid: int, sig: signal.Signals) -> None:
 
 def _memory_decision(prep: dict[str, Any], config: HFConfig) -> MemoryDecision | None:
     """The memory plan's choices for a decoder job on this machine's device (None for a classification head)."""
-    if prep["head"] == "sequence_classification":
+    if prep["head"] in ("sequence_classification", "masked_lm"):
         return None
     from ftkit_hf.engine.device import plan_device
 

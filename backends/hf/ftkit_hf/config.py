@@ -106,6 +106,12 @@ class HFConfig(BackendConfig):
         default=0.0, ge=0, description="task='preference': weight of an SFT term (mean NLL of the preferred answers) "
         "trained in the same job (RPO; TRL's loss_type=['sigmoid', 'sft'])."
     )
+    start_from: str | None = Field(
+        default=None,
+        description="Start from an earlier hf job's adapter on the same base model (a job id, its job folder or "
+        "model folder), typically a task='text' domain adaptation: merged into the base before this job's own "
+        "LoRA adapter (docs/backends/hf.md, domain adaptation).",
+    )
     merge_adapter: bool = Field(
         default=False, description="Also save the base model with the adapter merged in, under model/merged/."
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from ftkit.errors import DatasetError
 from ftkit_hf.engine.settings import TokenizedExample
-from ftkit_hf.tokenize import LabelPrompter, encode_chat, encode_completion
+from ftkit_hf.tokenize import LabelPrompter, encode_chat, encode_completion, encode_text
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
@@ -46,6 +46,8 @@ class Prepared:
     examples: list[TokenizedExample]
     tokens: int
     dropped: list[int]  # line numbers dropped for being too long
+    # task="text": tokens of each kept line (a long document gives several examples); None: one example a line.
+    line_tokens: list[int] | None = None
 
 
 def _field(p: Path, n: int, obj: dict[str, Any], key: str) -> Any:
@@ -65,7 +67,9 @@ def prepare_file(
     overlength: str = "error",
     context: int | None = None,
 ) -> Prepared:
-    """Tokenize a chat, completion or (generative) classification file.
+    """Tokenize a chat, completion, (generative) classification or text file.
+
+    A text document longer than ``max_length`` is cut into pieces (see :func:`encode_text`), never dropped.
 
     Raises:
         DatasetError: a line lacks a field, has a label outside ``labels``, or is longer than
@@ -75,6 +79,18 @@ def prepare_file(
     prompter = LabelPrompter(tokenizer, labels, preamble) if task == "classification" and labels else None
     out: list[TokenizedExample] = []
     dropped: list[int] = []
+    if task == "text":
+        line_tokens = []
+        for n, obj in read_jsonl(p):
+            text = _field(p, n, obj, "text")
+            if not isinstance(text, str) or not text.strip():
+                raise DatasetError(f"{p}:{n}: 'text' must be a non-empty string")
+            pieces = encode_text(tokenizer, text, max_length)
+            if not pieces:
+                raise DatasetError(f"{p}:{n}: the text has fewer than two tokens: nothing to predict")
+            out.extend(pieces)
+            line_tokens.append(sum(len(e.input_ids) for e in pieces))
+        return Prepared(out, sum(line_tokens), dropped, line_tokens)
     for n, obj in read_jsonl(p):
         if task == "classification":
             text, label = str(_field(p, n, obj, "text")), str(_field(p, n, obj, "label"))

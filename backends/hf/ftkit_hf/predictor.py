@@ -81,7 +81,7 @@ class HFPredictor:
         Args:
             base: a local model folder (``ftkit_hf.models.resolve_model`` gives one).
             adapter: a folder holding ``adapter_config.json``, or a full model folder (then ``base`` is unused).
-            kind: ``causal`` or ``encoder``.
+            kind: ``causal``, ``encoder`` (a sequence classifier) or ``masked_lm`` (an encoder adapted on text).
             labels: the label vocabulary for ``classify``.
             preamble: the classification preamble the model was trained with.
             device: ``auto``, ``cpu``, ``cuda``, ``mps``.
@@ -102,7 +102,10 @@ class HFPredictor:
         has_tok = adapter_path is not None and (adapter_path / "tokenizer_config.json").is_file()
         tok_dir = adapter_path if has_tok else base
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        auto = AutoModelForSequenceClassification if kind == "encoder" else AutoModelForCausalLM
+        from transformers import AutoModelForMaskedLM
+
+        auto = {"encoder": AutoModelForSequenceClassification, "masked_lm": AutoModelForMaskedLM}.get(
+            kind, AutoModelForCausalLM)
         extra: dict[str, Any] = {}
         if kind == "encoder" and labels is not None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -111,6 +114,11 @@ class HFPredictor:
                      # A trained classifier with other labels as the base: the adapter brings the job's head.
                      "ignore_mismatched_sizes": is_adapter}
         model = auto.from_pretrained(str(weights), dtype=torch.float32, **extra)
+        if is_adapter and adapter_path is not None and (adapter_path / "start_adapter").is_dir():
+            from ftkit_hf.start_adapter import apply_start_adapter
+
+            # The job started from another adapter: merged into the base first, as in training.
+            apply_start_adapter(model, adapter_path / "start_adapter", Path(base))
         if is_adapter:
             from peft import PeftModel
 
@@ -123,6 +131,28 @@ class HFPredictor:
         model = module.to(plan.device)
         return cls(model, tokenizer, kind=kind, labels=labels, preamble=preamble, device=plan.device,
                    precision=plan.precision)
+
+    def text_scores(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Score unlabelled documents for ``ftkit.evaluate`` on a text file (see :mod:`ftkit.evaluate.text`).
+
+        A causal LM: each document's summed negative log-likelihood (every token given the ones before it) and
+        the number of tokens scored. A masked LM: the same for 15% of its tokens, masked with a seed fixed per
+        document, plus how many of them it predicts exactly (``correct``).
+
+        Raises:
+            ConfigError: a sequence classifier, which has no language-model head to score text with.
+        """
+        from ftkit_hf.text_scoring import causal_scores, masked_scores
+
+        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        with self._inference():
+            if self.kind == "masked_lm":
+                return masked_scores(self.model, self.tokenizer, texts, max_length=self.max_length or min(context, 512),
+                                     device=self.device)
+            if self.kind != "causal":
+                raise ConfigError("a sequence classifier has no language-model head: it cannot score text")
+            return causal_scores(self.model, self.tokenizer, texts, max_length=self.max_length or min(context, 2048),
+                                 device=self.device)
 
     # ---------------------------------------------------------------- helpers
     @contextlib.contextmanager

@@ -119,11 +119,13 @@ class WorkerJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_id: str = Field(description="The ftkit job id.")
-    task: Literal["chat", "classification", "completion", "preference"] = Field(description="What is trained.")
+    task: Literal["chat", "classification", "completion", "preference", "text"] = Field(description="What is trained.")
     model: str = Field(description="The model's name as the user gave it, resolved (for events and metadata).")
     model_path: str = Field(description="The base model's folder (relative: shipped with the job folder).")
     model_kind: Literal["causal", "encoder"] = Field(description="Decoder (causal LM) or encoder.")
-    head: Literal["generative", "sequence_classification"] = Field(description="How classification is trained.")
+    head: Literal["generative", "sequence_classification", "masked_lm"] = Field(
+        description="How the model is trained: generative (decoders), a classification head, or masked-LM (encoders, text)."
+    )
     labels: list[str] | None = Field(default=None, description="Class labels in order (classification).")
     preamble: str | None = Field(default=None, description="The classification preamble.")
     max_length: int = Field(gt=0, description="Longest sequence in tokens.")

@@ -50,8 +50,15 @@ def train_head(
     on_event: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], bool] = lambda: False,
     pad_id: int = 0,
+    batcher: Callable[[list[dict[str, Any]], int, int, list[int], int], list[dict[str, torch.Tensor]]] | None = None,
 ) -> TrainResult:
-    """Train a sequence-classification model; same contract as :func:`ftkit_hf.engine.train`."""
+    """Train a sequence-classification model; same contract as :func:`ftkit_hf.engine.train`.
+
+    ``batcher(rows, size, pad_id, order, seed)`` builds the batches instead of the labelled padded ones
+    (the masked-LM trainer, :mod:`ftkit_hf.mlm`, passes masked batches); ``seed`` is the seed plus the epoch
+    for training, a fixed one for validation.
+    """
+    make = batcher or (lambda rows, size, pad, order, seed: _batches(rows, size, pad, order))
     plan = plan_device(settings.device, settings.precision, settings.threads)
     apply_plan(plan)
     torch.manual_seed(settings.seed)
@@ -97,7 +104,7 @@ def train_head(
         model.eval()
         tot, n = 0.0, 0
         with torch.inference_mode():
-            for b in _batches(valid_rows, 64, pad_id, list(range(len(valid_rows)))):
+            for b in make(valid_rows, 64, pad_id, list(range(len(valid_rows))), settings.seed):
                 out = model(**{k: v.to(plan.device) for k, v in b.items()})
                 tot += float(out.loss) * len(b["labels"])
                 n += len(b["labels"])
@@ -112,7 +119,7 @@ def train_head(
         epoch = step // steps_per_epoch
         order = list(range(len(train_rows)))
         random.Random(settings.seed + epoch).shuffle(order)
-        batches = _batches(train_rows, size, pad_id, order)
+        batches = make(train_rows, size, pad_id, order, settings.seed + epoch)
         for b in batches[step % steps_per_epoch :]:
             if should_stop():
                 save(step)

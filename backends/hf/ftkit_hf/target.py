@@ -45,6 +45,9 @@ class HFTarget(Target):
             return [0 for _ in examples]
         out = []
         for fmt, obj in examples:
+            if fmt == "text":  # the document's tokens as training sees them (with the tokenizer's specials)
+                out.append(len(self._tok(str(obj.get("text", "")))["input_ids"]))
+                continue
             chat = [m for m in self.as_chat(fmt, obj) if isinstance(m, dict)]
             if getattr(self._tok, "chat_template", None):
                 ids = self._tok.apply_chat_template(chat, tokenize=True)

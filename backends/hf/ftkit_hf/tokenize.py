@@ -9,6 +9,8 @@
   token. :class:`LabelPrompter` builds both, and the predictor scores labels with the very same
   ids, so training and ``classify()`` agree exactly.
 - completion: prompt tokens (no loss) + completion tokens + EOS (loss).
+- text (continued pre-training): the document's tokens + EOS, loss on every token; a document longer
+  than ``max_length`` is cut into consecutive pieces of ``max_length`` tokens (no token is lost).
 """
 
 from __future__ import annotations
@@ -103,3 +105,17 @@ def encode_completion(tokenizer: Any, prompt: str, completion: str) -> Tokenized
     if tokenizer.eos_token_id is not None:
         c = [*c, tokenizer.eos_token_id]
     return TokenizedExample(input_ids=p + c, labels=[IGNORE] * len(p) + c)
+
+
+def encode_text(tokenizer: Any, text: str, max_length: int) -> list[TokenizedExample]:
+    """A document for continued causal-LM pre-training: loss on every token, cut into ``max_length`` pieces.
+
+    The engine packs pieces into rows with no attention across them, as it does for chat examples, so a
+    piece never sees another document (nor the piece before it: each is a training sequence of its own).
+    """
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+    pieces = [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
+    # A last piece of one token has no target (position t predicts t + 1): it joins nothing and is left out.
+    return [TokenizedExample(input_ids=list(p), labels=list(p)) for p in pieces if len(p) > 1]

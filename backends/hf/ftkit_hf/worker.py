@@ -162,6 +162,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         tokenizer.pad_token = tokenizer.eos_token
     model_cfg = AutoConfig.from_pretrained(str(model_path))
     use_head = spec["head"] == "sequence_classification"
+    use_mlm = spec["head"] == "masked_lm"
     hp = spec["hyperparameters"]
     labels: list[str] | None = spec.get("labels")
     max_length = spec["max_length"]
@@ -240,6 +241,24 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
         loop_started = time.monotonic()
         result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
                             on_event=on_event, should_stop=stop, pad_id=tokenizer.pad_token_id)
+    elif use_mlm:
+        from ftkit_hf.mlm import MaskedBatcher, load_mlm_model, prepare_mlm_file
+        from ftkit_hf.seqcls import train_head
+
+        train_rows, train_tokens, _ = prepare_mlm_file(spec["train"], tokenizer=tokenizer, max_length=max_length)
+        valid_rows = None
+        if spec.get("validation"):
+            valid_rows, _, _ = prepare_mlm_file(spec["validation"], tokenizer=tokenizer, max_length=max_length)
+        if writer:
+            _say_tokenized(files, f"{len(train_rows)} text pieces for masked-LM training", train_tokens, [])
+        epoch_tokens = train_tokens
+        model = load_mlm_model(model_path, config)
+        if stop():
+            return {"status": "cancelled"}
+        loop_started = time.monotonic()
+        result = train_head(model, train_rows, valid_rows, settings, checkpoint_dir=files.checkpoints,
+                            on_event=on_event, should_stop=stop, pad_id=tokenizer.pad_token_id,
+                            batcher=MaskedBatcher(tokenizer, model_cfg.vocab_size))
     elif spec["task"] == "preference":
         from ftkit_hf.engine.dpo import DPOSettings
         from ftkit_hf.engine.preference import train_preference
@@ -297,7 +316,7 @@ def _train(spec: dict[str, Any], config: HFConfig, files: JobFiles, stop: _Stop,
             files.append_event("message", f"cancelled at step {result.steps}; checkpoint saved")
         return {"status": "cancelled", "result": summary}
     if writer:
-        _save_model(model, tokenizer, spec, config, files, use_head)
+        _save_model(model, tokenizer, spec, config, files, use_head, use_mlm)
         if not resumed:  # a resumed run's steps and seconds cover only part of the job: not a measurement
             _record_speed(spec, config, plan, group.world_size, epoch_tokens * result.epochs_done, result.steps,
                           loop_s, loop_started - started)
@@ -350,6 +369,7 @@ def _load_causal_model(model_path: Path, model_cfg: Any, config: HFConfig, plan:
         # Straight onto this rank's GPU (the current device), instead of N copies in host memory first.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    _start_from(model, model_path, config)
     if config.method == "full":
         return model
     from peft import LoraConfig, get_peft_model
@@ -375,6 +395,7 @@ def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_
     model, note = load_head_model(model_path, labels, dtype=torch.float32,
                                   pad_token_id=pad_id)  # decoder models with a head find the last real token by it
     say(note)
+    _start_from(model, model_path, config)
     if config.method == "full":
         return model
     from peft import LoraConfig, get_peft_model
@@ -386,13 +407,26 @@ def _load_head_model(model_path: Path, labels: list[str], config: HFConfig, pad_
     return get_peft_model(model, lora)  # SEQ_CLS keeps the new classifier head trainable and saved
 
 
+def _start_from(model: Any, model_path: Path, config: HFConfig) -> None:
+    """Merge the ``start_from`` adapter into the freshly loaded base, before this job's adapter is attached."""
+    if config.start_from:
+        from ftkit_hf.start_adapter import apply_start_adapter
+
+        apply_start_adapter(model, Path(config.start_from), model_path)
+
+
 def _save_model(model: Any, tokenizer: Any, spec: dict[str, Any], config: HFConfig, files: JobFiles,
-                use_head: bool) -> None:
+                use_head: bool, use_mlm: bool = False) -> None:
     tmp = files.root / f".model.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    meta = {"base_model": spec["model_path"], "model": spec["model"], "kind": "encoder" if use_head else "causal",
+    if config.start_from:
+        from ftkit_hf.start_adapter import save_copy
+
+        save_copy(Path(config.start_from), tmp)
+    kind = "masked_lm" if use_mlm else "encoder" if use_head else "causal"
+    meta = {"base_model": spec["model_path"], "model": spec["model"], "kind": kind,
             "method": config.method, "task": spec["task"], "labels": spec.get("labels"),
             "preamble": spec.get("preamble"), "max_length": spec["max_length"]}
     (tmp / "ftkit-hf.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -37,7 +37,7 @@ class RemoteBackend(Backend):
     name: ClassVar[str] = "remote"
     config_model: ClassVar[type[BackendConfig]] = RemoteConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        tasks=frozenset({"chat", "classification", "completion", "preference"}),
+        tasks=frozenset({"chat", "classification", "completion", "preference", "text"}),
         needs_network=True,
         spends_money=True,
         poll_interval=5.0,
@@ -81,6 +81,10 @@ class RemoteBackend(Backend):
             raise ConfigError(f"[remote.hf] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         if spec.task == "preference":
             check_preference(hf, "[remote.hf]")
+        if hf.start_from is not None:
+            # The job folder shipped to the machine does not carry the start adapter yet.
+            raise ConfigError("[remote.hf] start_from is not supported on rented machines yet: train the supervised "
+                              "job from an adapter with the hf backend")
 
     def estimate(self, ctx: JobContext) -> CostEstimate | None:
         """Cheapest matching offer × (setup + training hours); the core refuses it above ``max_cost``."""
