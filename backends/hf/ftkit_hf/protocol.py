@@ -124,7 +124,7 @@ class WorkerJob(BaseModel):
     model_path: str = Field(description="The base model's folder (relative: shipped with the job folder).")
     model_kind: Literal["causal", "encoder"] = Field(description="Decoder (causal LM) or encoder.")
     head: Literal["generative", "sequence_classification", "masked_lm"] = Field(
-        description="How the model is trained: generative (decoders), a classification head, or masked-LM (encoders, text)."
+        description="How it is trained: generative (decoders), a classification head, or masked-LM (encoders, text)."
     )
     labels: list[str] | None = Field(default=None, description="Class labels in order (classification).")
     preamble: str | None = Field(default=None, description="The classification preamble.")
