@@ -13,8 +13,11 @@ Same model shape (random init from SmolLM2-135M's published config, by default),
 The data are preference pairs built from the SMS Spam Collection (see ``dpo_quality.py``), repeated
 ``--repeat`` times with the prompt padded by a second message, so that sequences have realistic lengths; both
 trainers tokenize the same conversations with SmolLM2's chat template. Throughput is real (non-pad) tokens
-of chosen and rejected sequences per second of the training call (reference pass included); peak resident
-memory is sampled every 50 ms.
+of chosen and rejected sequences per second of the training call (reference pass included), per wall second
+and per CPU second of the process (``time.process_time``, all its threads): on a shared machine the wall time
+depends on what else runs, the CPU time much less, so ``ftkit_vs_trl_cpu`` is the ratio to read there. Both
+trainers get the same number of torch threads (``--threads``; on a loaded machine 1 avoids the thread pool
+waiting on a descheduled worker at every operator). Peak resident memory is sampled every 50 ms.
 
 Usage::
 
@@ -29,6 +32,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -50,6 +54,13 @@ from ftkit.atomic import atomic_write_text  # noqa: E402
 
 BETA = 0.1
 LR = 5e-5
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
+    return "unknown"
 
 
 def _model(tokenizer: Any, size: str) -> Any:
@@ -84,7 +95,7 @@ def run_ftkit(tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespa
              for r in rows]
     model = get_peft_model(_model(tokenizer, args.size), lora_config())
     settings = EngineSettings(epochs=1, learning_rate=LR, batch_tokens=1 << 20, max_batch_examples=args.pairs_per_step,
-                              device="cpu", warmup_ratio=0.0, precision=args.precision)
+                              device="cpu", warmup_ratio=0.0, precision=args.precision, threads=args.threads)
     losses: list[float] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -93,11 +104,11 @@ def run_ftkit(tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespa
             losses.append(event["train_loss"])
 
     with tempfile.TemporaryDirectory() as ckpt:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = train_preference(model, pairs, None, settings, DPOSettings(beta=BETA), checkpoint_dir=Path(ckpt),
                                   on_event=on_event)
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "real_tokens": sum(p.tokens for p in pairs), "steps": result.steps,
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "real_tokens": sum(p.tokens for p in pairs), "steps": result.steps,
             "first_loss": losses[0], "final_loss": losses[-1]}
 
 
@@ -126,10 +137,13 @@ def run_trl(tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespace
                              processing_class=tokenizer, peft_config=lora_config(), callbacks=[Losses()])
         prepared: Any = trainer.train_dataset  # tokenized by TRL: prompt_ids, chosen_ids, rejected_ids
         real = sum(2 * len(x["prompt_ids"]) + len(x["chosen_ids"]) + len(x["rejected_ids"]) for x in prepared)
-        started = time.perf_counter()
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        started, cpu = time.perf_counter(), time.process_time()
         trainer.train()  # with precompute, the reference pass runs here (in get_train_dataloader)
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "real_tokens": real, "steps": trainer.state.global_step, "first_loss": losses[0],
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "real_tokens": real, "threads": torch.get_num_threads(),
+            "steps": trainer.state.global_step, "first_loss": losses[0],
             "final_loss": losses[-1]}
 
 
@@ -140,6 +154,8 @@ def main() -> None:
     parser.add_argument("--size", default="smollm2-135m", choices=sorted(SHAPES))
     parser.add_argument("--precompute", action="store_true", help="also TRL with precompute_ref_log_probs=True")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="ftkit's precision")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of both (default: ftkit's plan)")
+    parser.add_argument("--note", default="", help="free text stored in the results (e.g. the machine's load)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -149,6 +165,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m").path))
     rows = _rows(args.pairs)
+    load_start = list(os.getloadavg())
     recipes: dict[str, Callable[[Any, list[dict[str, Any]], argparse.Namespace], dict[str, Any]]] = {
         "ftkit": run_ftkit, "trl": run_trl}
     if args.precompute:
@@ -159,10 +176,13 @@ def main() -> None:
         with PeakMemory("cpu") as mem:
             out = fn(tokenizer, rows, args)
         out |= {"recipe": name, "tokens_per_s": round(out["real_tokens"] / out["seconds"], 1),
-                "peak_rss_gib": mem.gib, "seconds": round(out["seconds"], 1)}
+                "tokens_per_cpu_s": round(out["real_tokens"] / out["cpu_seconds"], 1),
+                "peak_rss_gib": mem.gib, "seconds": round(out["seconds"], 1),
+                "cpu_seconds": round(out["cpu_seconds"], 1)}
         print(json.dumps(out), flush=True)
         results.append(out)
     speed = {r["recipe"]: r["tokens_per_s"] for r in results}
+    cpu_speed = {r["recipe"]: r["tokens_per_cpu_s"] for r in results}
     report = {
         "date": dt.date.today().isoformat(), "device": plan_device("cpu").describe(), "args": vars(args) | {
             "out": str(args.out) if args.out else None},
@@ -170,10 +190,13 @@ def main() -> None:
                  f"{args.pairs_per_step} pairs per step, 1 epoch over {args.pairs} pairs",
         "results": results,
         "ftkit_vs_trl": round(speed["ftkit"] / speed["trl"], 2),
+        "ftkit_vs_trl_cpu": round(cpu_speed["ftkit"] / cpu_speed["trl"], 2),
+        "cpu_model": _cpu_model(), "load_average_start_end": [load_start, list(os.getloadavg())],
+        "note": args.note,
     }
     out_path = args.out or ROOT / "benchmarks" / "results" / f"dpo-throughput-{report['date']}-cpu.json"
     atomic_write_text(out_path, json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("device", "ftkit_vs_trl")}))
+    print(json.dumps({k: report[k] for k in ("device", "ftkit_vs_trl", "ftkit_vs_trl_cpu")}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ __all__ = [
     "find_recording",
     "record_model",
     "recover_task",
+    "retrain_options",
     "retrain_spec",
 ]
 
@@ -42,6 +43,7 @@ _WHERE = {
     "find_recording": "ftkit.migrate.record",
     "record_model": "ftkit.migrate.record",
     "recover_task": "ftkit.migrate.recover",
+    "retrain_options": "ftkit.migrate.retrain",
     "retrain_spec": "ftkit.migrate.retrain",
 }
 

@@ -19,8 +19,11 @@ retraining spec keeps what defines the model and leaves what only suits the vend
 * **seed**: carried over;
 * **model**: the open model the user picks, else the backend's default.
 
-DPO fine-tunes need local preference tuning, which ftkit's local and remote backends do not have
-yet: :func:`retrain_spec` says so instead of training something else.
+A DPO fine-tune (``method.dpo``) becomes a ``preference`` job on a backend that trains preferences
+(hf, remote): **beta** is carried over into the backend's ``dpo_beta`` option (OpenAI's "auto" is the
+backend's default, 0.1, the value the DPO paper and TRL use) by :func:`retrain_options`, **epochs** are
+carried over, and the **learning-rate multiplier** is not copied, as above (LoRA on SmolLM2-135M needed
+an absolute 5e-4, docs/backends/hf.md). A backend without preference tuning gets a clear error.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from ftkit.errors import ConfigError
 from ftkit.spec import Hyperparameters, JobSpec
 
 DPO_NOT_YET = (
-    "this is a DPO (preference) fine-tune: retraining it needs local preference tuning, which ftkit's "
-    "{backend} backend does not have yet; record it now (ftkit migrate ... records before retraining) so its "
-    "answers stay comparable, and retrain once preference tuning exists"
+    "this is a DPO (preference) fine-tune: retraining it needs preference tuning, which ftkit's "
+    "{backend} backend does not have; use --backend hf or remote"
 )
+# hf's dpo_beta default: what a hosted "auto" beta becomes.
+DPO_BETA_DEFAULT = 0.1
 
 
 class MappingRow(BaseModel):
@@ -54,6 +58,27 @@ def _openai_hyperparameters(job: Any) -> dict[str, Any]:
     return dict(((manifest.get("openai") or {}).get("hyperparameters")) or {})
 
 
+def _hosted_beta(job: Any) -> float | None:
+    beta = _openai_hyperparameters(job).get("beta")
+    return float(beta) if isinstance(beta, int | float) and not isinstance(beta, bool) else None
+
+
+def retrain_options(job: Any, backend: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The retraining backend's options: the user's ``options`` plus the hosted job's settings they leave open.
+
+    For a DPO fine-tune that is its resolved ``beta`` as ``dpo_beta`` (hf), or inside ``hf`` (remote, which
+    runs the hf trainer on the rented machine); "auto" or unknown leaves the backend's default (0.1). What the
+    user set wins.
+    """
+    merged = dict(options or {})
+    beta = _hosted_beta(job) if job.spec.task == "preference" else None
+    if beta is not None and backend == "remote":
+        merged["hf"] = {"dpo_beta": beta, **(merged.get("hf") or {})}
+    elif beta is not None:
+        merged.setdefault("dpo_beta", beta)
+    return merged
+
+
 def retrain_spec(
     job: Any, backend: str, model: str | None = None, *, learning_rate: float | None = None
 ) -> tuple[JobSpec, list[MappingRow]]:
@@ -66,11 +91,11 @@ def retrain_spec(
         learning_rate: an absolute learning rate to use instead of the backend's default.
 
     Raises:
-        ConfigError: a DPO fine-tune (no local preference tuning yet), or a task the backend cannot train.
+        ConfigError: a DPO fine-tune on a backend without preference tuning, or a task the backend cannot train.
     """
     src = job.spec
     be = get_backend(backend)
-    if src.task == "preference":
+    if src.task == "preference" and "preference" not in be.capabilities.tasks:
         raise ConfigError(DPO_NOT_YET.format(backend=backend))
     if src.task not in be.capabilities.tasks:
         raise ConfigError(f"backend {backend!r} cannot train a {src.task!r} task")
@@ -101,9 +126,24 @@ def retrain_spec(
             setting="task",
             hosted=src.task,
             local=src.task,
-            why="recovered from the chat data" if src.task == "classification" else "chat data kept as chat",
+            why={
+                "classification": "recovered from the chat data",
+                "preference": "DPO preference pairs kept as pairs (method.dpo)",
+            }.get(src.task, "chat data kept as chat"),
         ),
     ]
+    if src.task == "preference":
+        beta = _hosted_beta(job)
+        rows.append(
+            MappingRow(
+                setting="beta",
+                hosted=_openai_hyperparameters(job).get("beta", "auto"),
+                local=beta if beta is not None else DPO_BETA_DEFAULT,
+                why="carried over: the same beta of the same sigmoid DPO loss (option dpo_beta)"
+                if beta is not None
+                else f"the hosted value is unknown or 'auto': the backend's default {DPO_BETA_DEFAULT}",
+            )
+        )
     if src.task == "classification":
         rows += [
             MappingRow(setting="labels", hosted=src.labels, local=src.labels, why="the answers of the training data"),
@@ -164,7 +204,9 @@ def create_retrain_job(
     from ftkit.job import FineTuneJob
 
     spec, rows = retrain_spec(job, backend, model, learning_rate=learning_rate)
-    new = FineTuneJob.create(spec, backend=backend, options=options, store=store or job._store)
+    new = FineTuneJob.create(
+        spec, backend=backend, options=retrain_options(job, backend, options), store=store or job._store
+    )
     migration = {
         "from_job": job.id,
         "from_model": job.record.model,

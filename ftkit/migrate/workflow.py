@@ -33,12 +33,23 @@ from ftkit.migrate.inventory import InventoryEntry
 from ftkit.migrate.plan import MigrationPlan, MigrationResult, MigrationState, Step, estimate_recording
 from ftkit.migrate.record import attach_once, check_labels, file_sha256, find_recording, record_model
 from ftkit.migrate.recover import chat_to_classification, recover_task
-from ftkit.migrate.retrain import DPO_NOT_YET, MappingRow, create_retrain_job, retrain_spec
+from ftkit.migrate.retrain import MappingRow, create_retrain_job, retrain_spec
 from ftkit.store import JobStore
 
 __all__ = ["Migration", "MigrationPlan", "MigrationResult", "MigrationState", "Step"]
 
 SOURCE_BACKEND = "openai"
+
+
+# The side-by-side verdict needs both models scored on one test file; for preference pairs that means
+# log-probabilities of given answers, which OpenAI's API does not return.
+DPO_WORKFLOW = (
+    "this is a DPO (preference) fine-tune: the workflow's side-by-side comparison cannot score it (OpenAI "
+    "returns no log-probabilities of given answers, so the hosted model has no preference accuracy); it was "
+    "recorded on the test file. Retrain it with ftkit.migrate.create_retrain_job(FineTuneJob.attach({job!r}), "
+    "{backend!r}), which carries beta and epochs over (docs/backends/hf.md), and evaluate the open model on "
+    "preference pairs with ftkit.evaluate"
+)
 
 
 class Migration:
@@ -234,7 +245,7 @@ class Migration:
                     name="retrain",
                     what="train the same data on an open model",
                     spends=True,
-                    blocked=DPO_NOT_YET.format(backend=self.backend),
+                    blocked=DPO_WORKFLOW.format(job=entry.job_id, backend=self.backend),
                 )
             )
         else:

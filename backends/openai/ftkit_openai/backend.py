@@ -28,6 +28,7 @@ from ftkit_openai.client import OpenAIAPI
 from ftkit_openai.config import OpenAIConfig
 from ftkit_openai.eventmap import checkpoint_event, job_event, result_row_event
 from ftkit_openai.files import upload
+from ftkit_openai.inventory import method_hyperparameters
 from ftkit_openai.predictor import OpenAIPredictor
 from ftkit_openai.results import decode_results, parse_results
 from ftkit_openai.statuses import STATUS_TABLE, TERMINAL
@@ -306,8 +307,8 @@ class OpenAIBackend(Backend):
         ctx.state["finalized"] = True
         ctx.state["manifest"] = {"openai": {"fine_tuned_model": job.fine_tuned_model,
                                             "trained_tokens": job.trained_tokens,
-                                            "hyperparameters": job.hyperparameters.model_dump()
-                                            if job.hyperparameters else None}}
+                                            # The method's own (DPO's beta lives only there).
+                                            "hyperparameters": method_hyperparameters(job) or None}}
         return events
 
     # ------------------------------------------------------------------ actions

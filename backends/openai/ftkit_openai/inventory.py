@@ -86,7 +86,8 @@ def _all_jobs(api: OpenAIAPI) -> list[Any]:
         after = page.data[-1].id
 
 
-def _hyperparameters(job: Any) -> dict[str, Any]:
+def method_hyperparameters(job: Any) -> dict[str, Any]:
+    """A job's resolved hyperparameters, from its method's (with DPO's ``beta``), else the legacy top level."""
     method = getattr(job, "method", None)
     kind = getattr(method, "type", None) or "supervised"
     inner = getattr(getattr(method, kind, None), "hyperparameters", None) if method is not None else None
@@ -100,7 +101,7 @@ def entry_for_job(api: OpenAIAPI, job: Any, today: dt.date) -> InventoryEntry:
     entry = InventoryEntry(
         job_id=job.id, status=job.status, base_model=job.model, fine_tuned_model=job.fine_tuned_model, method=method,
         training_file=job.training_file, validation_file=job.validation_file, trained_tokens=job.trained_tokens,
-        hyperparameters=_hyperparameters(job), created_at=dt.datetime.fromtimestamp(job.created_at, dt.UTC),
+        hyperparameters=method_hyperparameters(job), created_at=dt.datetime.fromtimestamp(job.created_at, dt.UTC),
     )
     if job.trained_tokens is not None:
         entry.cost_usd = pricing.training_cost(job.model, job.trained_tokens)

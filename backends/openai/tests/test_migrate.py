@@ -21,7 +21,13 @@ from ftkit.backend import register_backend
 from ftkit.cli import app
 from ftkit.errors import EvaluationError, FtkitError
 from ftkit.evaluate import evaluate
-from ftkit.migrate import Migration, find_recording, record_model, retrain_spec
+from ftkit.migrate import (
+    Migration,
+    find_recording,
+    record_model,
+    retrain_options,
+    retrain_spec,
+)
 from ftkit.testing import FakeBackend
 
 PROMPT = "You route support tickets. Answer billing, outage or sales."
@@ -170,7 +176,7 @@ def test_migrate_runs_resumes_and_gives_a_verdict(tmp_path: Path, emulator: Emul
     assert "10 points" in verdict
 
 
-def test_dpo_jobs_are_recorded_and_the_plan_says_retraining_needs_preference_tuning(tmp_path: Path) -> None:
+def test_dpo_jobs_are_recorded_and_the_plan_says_how_to_retrain_them(tmp_path: Path) -> None:
     pref = write_preference(tmp_path / "pref.jsonl", 20, seed=8)
     hosted = _hosted_job(tmp_path, train=pref, method="dpo", model="gpt-4.1-2025-04-14")
     test = tmp_path / "test.jsonl"
@@ -180,10 +186,40 @@ def test_dpo_jobs_are_recorded_and_the_plan_says_retraining_needs_preference_tun
     m = Migration(hosted.id, test, "fake")
     plan = m.plan()
     retrain = next(s for s in plan.steps if s.name == "retrain")
-    assert retrain.blocked and "needs local preference tuning" in retrain.blocked
+    assert retrain.blocked and "no log-probabilities" in retrain.blocked and "create_retrain_job" in retrain.blocked
     result = m.run()
-    assert not result.finished and "preference tuning" in result.message
+    assert not result.finished and "carries beta and epochs over" in result.message
     assert find_recording(FineTuneJob.get(result.state.attached_job), test) is not None
+
+
+def test_dpo_fine_tune_retrains_as_preference_pairs_with_its_beta_and_epochs(tmp_path: Path) -> None:
+    pref = write_preference(tmp_path / "pref.jsonl", 20, seed=8)
+    client = openai.OpenAI()
+    f = client.files.create(file=(pref.name, pref.read_bytes()), purpose="fine-tune")
+    hosted = client.fine_tuning.jobs.create(
+        model="gpt-4.1-2025-04-14", training_file=f.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 3,
+                                                           "learning_rate_multiplier": 0.5}}})
+    deadline = time.time() + 60
+    while hosted.status not in ("succeeded", "failed") and time.time() < deadline:
+        time.sleep(0.02)
+        hosted = client.fine_tuning.jobs.retrieve(hosted.id)
+    job = FineTuneJob.attach(hosted.id, backend="openai")
+    assert job.spec.task == "preference"
+
+    spec, rows = retrain_spec(job, "hf")
+    mapped = {r.setting: r for r in rows}
+    assert spec.task == "preference" and spec.hyperparameters.epochs == 3
+    assert (mapped["beta"].hosted, mapped["beta"].local) == (0.25, 0.25)
+    assert mapped["learning rate"].hosted == 0.5 and spec.hyperparameters.learning_rate is None
+    assert retrain_options(job, "hf") == {"dpo_beta": 0.25}
+    assert retrain_options(job, "remote") == {"hf": {"dpo_beta": 0.25}}
+    with pytest.raises(FtkitError, match="does not have"):
+        retrain_spec(job, "fake")  # no preference tuning there
+
+    # What the user sets wins; the rest is carried over.
+    assert retrain_options(job, "hf", {"dpo_beta": 0.5, "max_steps": 1}) == {"dpo_beta": 0.5, "max_steps": 1}
+    assert retrain_options(job, "remote", {"hf": {"lora_r": 8}}) == {"hf": {"dpo_beta": 0.25, "lora_r": 8}}
 
 
 def _cli(*args: str) -> object:
