@@ -21,6 +21,7 @@ from ftkit.backend import register_backend
 from ftkit.cli import app
 from ftkit.errors import EvaluationError, FtkitError
 from ftkit.evaluate import evaluate
+from ftkit.evaluate.api import job_label
 from ftkit.migrate import (
     Migration,
     find_recording,
@@ -171,7 +172,9 @@ def test_migrate_runs_resumes_and_gives_a_verdict(tmp_path: Path, emulator: Emul
                                    "--margin", "0.1"])
     assert out.exit_code == 0, out.output
     verdict = next(x for x in out.output.splitlines() if x.startswith("verdict:"))
-    assert verdict.split()[1] in (result.state.retrain_job, "cannot") and result.state.attached_job in verdict
+    # Jobs are named backend:base model (a job is a fine-tune of it), told apart by id when two share one.
+    retrained, attached = (job_label(FineTuneJob.get(j)) for j in (result.state.retrain_job, result.state.attached_job))
+    assert verdict.split()[1] in (retrained, "cannot") and attached in verdict
     assert result.state.retrain_job == result.state.retrain_jobs["fake:naive-bayes"]
     assert "10 points" in verdict
 
