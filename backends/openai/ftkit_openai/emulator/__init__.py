@@ -12,12 +12,13 @@ See ``docs/emulator.md`` for the routes, the timing, how fine-tuned models answe
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
 
 from ftkit_openai.emulator.faults import FaultRule
-from ftkit_openai.emulator.http import EmulatorHTTPServer
+from ftkit_openai.emulator.http import Emulator, UvicornServer
 from ftkit_openai.emulator.settings import EmulatorSettings
 
 __all__ = ["EmulatorServer", "EmulatorSettings", "FaultRule"]
@@ -32,19 +33,19 @@ class EmulatorServer:
     """
 
     def __init__(self, settings: EmulatorSettings | None = None, port: int = 0, host: str = "127.0.0.1") -> None:
-        self.httpd = EmulatorHTTPServer((host, port), settings or EmulatorSettings.from_env())
+        self.emulator = Emulator(settings or EmulatorSettings.from_env())
+        self.server = UvicornServer(self.emulator, host, port)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The port it listens on."""
-        return int(self.httpd.server_address[1])
+        return self.server.address[1]
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        host = self.httpd.server_address[0]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
+        return f"http://{self.server.address[0]}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -54,20 +55,25 @@ class EmulatorServer:
     @property
     def settings(self) -> EmulatorSettings:
         """The live settings (changes apply to the running server)."""
-        return self.httpd.state.settings
+        return self.emulator.state.settings
 
     def start(self) -> EmulatorServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="openai-emulator", daemon=True)
+        """Serve in a daemon thread (uvicorn, with an event loop of its own); returns once it accepts."""
+        self._thread = threading.Thread(target=self.server.serve, name="openai-emulator", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started():
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the OpenAI emulator did not start")
+            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.server.close()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -79,29 +85,29 @@ class EmulatorServer:
 
     def inject(self, kind: str, path: str = "/", **kwargs: Any) -> None:
         """Make the next matching request(s) fail; see :class:`FaultRule`."""
-        self.httpd.faults.add(FaultRule(kind=kind, path=path, **kwargs))  # type: ignore[arg-type]
+        self.emulator.faults.add(FaultRule(kind=kind, path=path, **kwargs))  # type: ignore[arg-type]
 
     def clear_faults(self) -> None:
         """Drop faults not yet used."""
-        self.httpd.faults.clear()
+        self.emulator.faults.clear()
 
     def set_model(self, model: str, *, shutdown_date: str | None = None, shut_down: bool = False) -> dict[str, Any]:
         """Give a model a ``shutdown_date`` (ISO date) and/or shut it down now: it then answers 404.
 
         Shutting down a base model shuts down every fine-tune built on it.
         """
-        with self.httpd.state.lock:
-            return self.httpd.state.set_model_lifecycle(model, shutdown_date, shut_down)
+        with self.emulator.state.lock:
+            return self.emulator.state.set_model_lifecycle(model, shutdown_date, shut_down)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request seen: time, method, path (without /v1), x-stainless-retry-count."""
-        with self.httpd.log_lock:
-            return list(self.httpd.requests)
+        with self.emulator.log_lock:
+            return list(self.emulator.requests)
 
     def violations(self) -> list[str]:
         """Answers that broke the OpenAPI excerpt (with ``validate_responses``)."""
-        with self.httpd.log_lock:
-            return list(self.httpd.violations)
+        with self.emulator.log_lock:
+            return list(self.emulator.violations)
 
 
 def control(base_url: str, route: str, payload: dict[str, Any] | None = None, method: str = "POST") -> Any:

@@ -23,26 +23,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-results", action="store_true", help="Serve the results CSV plain, not base64.")
     p.add_argument("--api-key", help="Accept only this key (default: any non-empty key).")
     p.add_argument("--validate", action="store_true", help="Check answers against the OpenAPI excerpt.")
-    p.add_argument("--fault", action="append", default=[], metavar="JSON",
-                   help='Fault rule, e.g. \'{"kind":"rate_limit","path":"/v1/chat/completions","count":2}\'.')
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='Fault rule, e.g. \'{"kind":"rate_limit","path":"/v1/chat/completions","count":2}\'.',
+    )
     a = p.parse_args(argv)
     settings = EmulatorSettings.from_env(
-        status_seconds=a.status_seconds, step_seconds=a.step_seconds, steps_per_epoch=a.steps_per_epoch,
-        queue_seconds=a.queue_seconds, batch_seconds=a.batch_seconds, api_key=a.api_key,
-        results_base64=False if a.plain_results else None, validate_responses=True if a.validate else None,
+        status_seconds=a.status_seconds,
+        step_seconds=a.step_seconds,
+        steps_per_epoch=a.steps_per_epoch,
+        queue_seconds=a.queue_seconds,
+        batch_seconds=a.batch_seconds,
+        api_key=a.api_key,
+        results_base64=False if a.plain_results else None,
+        validate_responses=True if a.validate else None,
     )
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {a.host}; the emulator has no real security", file=sys.stderr)
     server = EmulatorServer(settings, port=a.port, host=a.host)
     for raw in a.fault:
-        server.httpd.faults.add(FaultRule.model_validate(json.loads(raw)))
+        server.emulator.faults.add(FaultRule.model_validate(json.loads(raw)))
     print(f"OpenAI fine-tuning emulator on {server.base_url}", flush=True)
     try:
-        server.httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.server.serve()  # in the main thread: uvicorn stops cleanly on Ctrl-C and SIGTERM
     finally:
-        server.httpd.server_close()
+        server.server.close()
     return 0
 
 
