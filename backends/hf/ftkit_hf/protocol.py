@@ -161,7 +161,9 @@ def parse_events(chunk: bytes, cursor: EventCursor) -> tuple[list[Event], EventC
     end = chunk.rfind(b"\n") + 1
     line_no = cursor.line
     out: list[Event] = []
-    reader = jsonlines.Reader(chunk[:end].splitlines())
+    # The stdlib parser: the worker's events carry NaN/Infinity (a diverged loss); orjson, which jsonlines
+    # prefers when installed, refuses them.
+    reader = jsonlines.Reader(chunk[:end].splitlines(), loads=json.loads)
     while True:
         try:
             obj = reader.read(type=dict)
