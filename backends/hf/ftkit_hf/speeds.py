@@ -48,7 +48,8 @@ class Measurement(BaseModel):
         tokens: real (non-pad) tokens trained, all epochs.
         steps: optimizer steps.
         train_s: wall seconds of the training loop (validation and checkpoints included: the job waits for them).
-        setup_s: wall seconds from the worker's start to the first step (imports, tokenizing, model load).
+        setup_s: wall seconds of the worker outside the training loop (imports, tokenizing, model load, and saving
+            the trained model after it).
         at: when it finished (Unix time).
     """
 
