@@ -61,6 +61,21 @@ class Position:
     train_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def record_validation(self, valid_loss: float, patience: int | None) -> bool:
+        """Count one evaluation for early stopping (shared by the SFT and DPO loops).
+
+        Returns:
+            True when ``valid_loss`` is the best so far (keep the weights as the best); ``early_stopped`` is set
+            once ``patience`` evaluations in a row brought no improvement.
+        """
+        if self.best_valid_loss is None or valid_loss < self.best_valid_loss:
+            self.best_valid_loss, self.bad_evals = valid_loss, 0
+            return True
+        self.bad_evals += 1
+        if patience is not None and self.bad_evals >= patience:
+            self.early_stopped = True
+        return False
+
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters by name, detached on CPU."""

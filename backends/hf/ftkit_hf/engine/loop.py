@@ -410,15 +410,9 @@ def train(model: torch.nn.Module, train_data: Sequence[TokenizedExample],
                 valid_loss = run.evaluate(valid)
                 assert event is not None
                 event["valid_loss"] = valid_loss
-                if pos.best_valid_loss is None or valid_loss < pos.best_valid_loss:
-                    pos.best_valid_loss, pos.bad_evals = valid_loss, 0
-                    if settings.early_stopping_patience is not None:
-                        best = trainable_state(model)
-                else:
-                    pos.bad_evals += 1
-                    if settings.early_stopping_patience is not None \
-                            and pos.bad_evals >= settings.early_stopping_patience:
-                        pos.early_stopped = True
+                if pos.record_validation(valid_loss, settings.early_stopping_patience) \
+                        and settings.early_stopping_patience is not None:
+                    best = trainable_state(model)
             if event is not None:
                 emit(event)
             if pos.early_stopped or last:

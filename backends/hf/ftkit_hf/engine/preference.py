@@ -303,15 +303,9 @@ def train_preference(model: torch.nn.Module, train_data: Sequence[PreferencePair
                 valid_loss, valid_margin, valid_accuracy = evaluate(ref_valid)
                 event.update(valid_loss=valid_loss, valid_reward_margin=valid_margin,
                              valid_reward_accuracy=valid_accuracy)
-                if pos.best_valid_loss is None or valid_loss < pos.best_valid_loss:
-                    pos.best_valid_loss, pos.bad_evals = valid_loss, 0
-                    if settings.early_stopping_patience is not None:
-                        best = trainable_state(model)
-                else:
-                    pos.bad_evals += 1
-                    if settings.early_stopping_patience is not None \
-                            and pos.bad_evals >= settings.early_stopping_patience:
-                        pos.early_stopped = True
+                if pos.record_validation(valid_loss, settings.early_stopping_patience) \
+                        and settings.early_stopping_patience is not None:
+                    best = trainable_state(model)
             if event is not None:
                 on_event(event)
             if pos.early_stopped or last:
